@@ -1,0 +1,1 @@
+"""Measuring what ships: runtimes, latency, accuracy, inspection and reports."""

@@ -1,0 +1,118 @@
+"""Named model variants: ``build(name, **options)``, ``names()`` and ``info(name)``.
+
+Each family module registers its variants at import time with ``register``; the registry
+validates names, options and input shapes once so that builders can trust their arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import tf_keras
+
+MIN_RESOLUTION = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishedFigures:
+    """Published ImageNet figures for a variant, used as test oracles and in the model table."""
+
+    params: float  # parameters, at `classes` outputs
+    classes: int = 1000
+    madds: float | None = None  # multiply-adds at the default resolution
+    top1: float | None = None
+    source: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    family: str
+    default_resolution: int
+    default_num_classes: int
+    # Input normalisation scheme name understood by nlighten_tf.data.preprocessing.
+    preprocessing: str
+    published: PublishedFigures | None
+    builder: Callable[..., tf_keras.Model]
+    fixed_options: dict[str, Any]
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """User-settable options: the builder's keyword arguments less those the variant fixes."""
+        params = inspect.signature(self.builder).parameters
+        return tuple(p for p in params if p not in self.fixed_options) + ("weights",)
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register(info: ModelInfo) -> None:
+    if info.name in _REGISTRY:
+        raise ValueError(f"model {info.name!r} registered twice")
+    _REGISTRY[info.name] = info
+
+
+def names(family: str | None = None) -> list[str]:
+    """All registered variant names (optionally of one family), in registration order."""
+    _load_families()
+    return [n for n, i in _REGISTRY.items() if family is None or i.family == family]
+
+
+def info(name: str) -> ModelInfo:
+    _load_families()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(_REGISTRY)}") from None
+
+
+def validate_input_shape(input_shape: Any) -> tuple[int, int, int]:
+    """Returns a (height, width, 3) tuple or raises ValueError saying what is possible."""
+    try:
+        height, width, channels = (int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"input_shape must be (height, width, 3), got {input_shape!r}"
+        ) from None
+    if channels != 3:
+        raise ValueError(f"input_shape must have 3 channels (RGB), got {channels} in {input_shape!r}")
+    if min(height, width) < MIN_RESOLUTION:
+        raise ValueError(
+            f"input_shape {input_shape!r} is too small: height and width must be >= {MIN_RESOLUTION} "
+            "(the backbone downsamples 32x)"
+        )
+    return height, width, channels
+
+
+def build(name: str, **options: Any) -> tf_keras.Model:
+    """Builds a named variant as a plain ``tf_keras.Model``.
+
+    Raises ValueError for an unknown name, an unknown option or an impossible input shape,
+    naming the valid choices.
+    """
+    model_info = info(name)
+    unknown = sorted(set(options) - set(model_info.options))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for model {name!r}; "
+            f"valid options: {', '.join(model_info.options)}"
+        )
+    if options.get("input_shape") is None:
+        options["input_shape"] = (model_info.default_resolution, model_info.default_resolution, 3)
+    options["input_shape"] = validate_input_shape(options["input_shape"])
+    options.setdefault("num_classes", model_info.default_num_classes)
+    weights = options.pop("weights", None)
+    model = model_info.builder(**model_info.fixed_options, **options)
+    if weights is not None:
+        from nlighten_tf.models import weights as weights_lib
+
+        weights_lib.load_into(model, name, weights)
+    return model
+
+
+def _load_families() -> None:
+    # Importing the family modules registers their variants.
+    from nlighten_tf.models import edgetpu, efficientnet, mobilenet_v2  # noqa: F401

@@ -1,0 +1,1 @@
+"""Optimization techniques as plain functions over Keras models (no YAML, no CLI here)."""

@@ -1,0 +1,22 @@
+import subprocess
+import sys
+
+import tensorflow as tf
+import tf_keras
+
+from nlighten_tf import models
+
+
+def test_package_selects_legacy_keras():
+    assert tf.keras.__name__.startswith("tf_keras")
+    assert isinstance(models.build("mobilenet_v2", input_shape=(32, 32, 3), width_multiplier=0.35), tf_keras.Model)
+
+
+def test_import_after_keras3_tensorflow_fails_with_the_fix():
+    code = "import tensorflow as tf; tf.keras.layers; import nlighten_tf"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=300
+    )
+    assert result.returncode != 0
+    assert "TF_USE_LEGACY_KERAS=1" in result.stderr
+    assert "import nlighten_tf before" in result.stderr

@@ -1,0 +1,40 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_tool(*args):
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / "models.py"), *args],
+        capture_output=True, text=True, cwd=REPO, timeout=600, env={**os.environ},
+    )
+
+
+def test_list_names_every_model():
+    result = run_tool("--list")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 17
+    assert lines[0].split()[0] == "efficientnet_b0"
+
+
+def test_summary_table_and_json(tmp_path):
+    out = tmp_path / "zoo.json"
+    result = run_tool("--summary", "--models=efficientnet_lite0,efficientnet_edgetpu_s", f"--json_out={out}")
+    assert result.returncode == 0, result.stderr
+    assert "| efficientnet_lite0 | 224 | 1000 | 4.65 |" in result.stdout
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows] == ["efficientnet_lite0", "efficientnet_edgetpu_s"]
+    assert all(abs(r["params diff (%)"]) < 0.5 for r in rows)
+    assert rows[1]["classes"] == 1001
+
+
+def test_unknown_model_is_one_clear_line_and_nonzero_exit():
+    result = run_tool("--summary", "--models=resnet50")
+    assert result.returncode == 2
+    assert "error: --models: unknown model 'resnet50'" in result.stderr
+    assert "Traceback" not in result.stderr
