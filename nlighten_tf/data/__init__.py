@@ -1,0 +1,38 @@
+"""Dataset specs -> tf.data pipelines, preprocessing and augmentation.
+
+Specs: ``tfds:NAME[:VERSION][/CONFIG]``, ``folder:PATH``, ``fashion_mnist``, ``digits``
+(see docs/data.md). Entry points: `load`, `load_raw`, `representative_dataset`, and
+`preprocess_for_eval` for code that feeds models outside tf.data (the `.tflite` evaluator).
+"""
+
+from __future__ import annotations
+
+from nlighten_tf.data.augment import AugmentConfig, parse_augment
+from nlighten_tf.data.errors import DataError
+from nlighten_tf.data.pipeline import DatasetInfo, load, load_raw, representative_dataset
+from nlighten_tf.data.preprocessing import (
+    DEFAULT_SCHEME,
+    MIN_IMAGE_SIZE,
+    SCHEMES,
+    eval_transform,
+    preprocess_for_eval,
+    resolve_scheme,
+)
+from nlighten_tf.data.specs import parse_spec
+
+__all__ = [
+    "DEFAULT_SCHEME",
+    "MIN_IMAGE_SIZE",
+    "SCHEMES",
+    "AugmentConfig",
+    "DataError",
+    "DatasetInfo",
+    "eval_transform",
+    "load",
+    "load_raw",
+    "parse_augment",
+    "parse_spec",
+    "preprocess_for_eval",
+    "representative_dataset",
+    "resolve_scheme",
+]
