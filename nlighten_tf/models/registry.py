@@ -105,6 +105,14 @@ def build(name: str, **options: Any) -> tf_keras.Model:
     options["input_shape"] = validate_input_shape(options["input_shape"])
     options.setdefault("num_classes", model_info.default_num_classes)
     weights = options.pop("weights", None)
+    if isinstance(weights, str) and "sparse_ready" in model_info.options and "sparse_ready" not in options:
+        from nlighten_tf.models import weights as weights_lib
+
+        if weights in weights_lib.weight_ids(name):
+            # Published checkpoints were trained with TF 'same' padding; the symmetric sparse-ready
+            # padding shifts their logits (measured: top-1 changes on 3 of 8 photos). Fine-tune
+            # after building with sparse_ready=True to get both.
+            options["sparse_ready"] = False
     model = model_info.builder(**model_info.fixed_options, **options)
     if weights is not None:
         from nlighten_tf.models import weights as weights_lib
