@@ -11,6 +11,8 @@ import numpy as np
 import tf_keras
 from tf_keras import layers
 
+from nlighten_tf.keras_utils import unwrap
+
 
 def count_params(model: tf_keras.Model, trainable_only: bool = True) -> int:
     """Trainable parameters by default: the papers' figures exclude BatchNorm moving statistics."""
@@ -18,16 +20,9 @@ def count_params(model: tf_keras.Model, trainable_only: bool = True) -> int:
     return int(sum(np.prod(w.shape) for w in weights))
 
 
-def _unwrap(layer: layers.Layer) -> layers.Layer:
-    # TFMOT wrappers (pruning, clustering, quantization) keep the real layer in `.layer`.
-    while hasattr(layer, "layer") and isinstance(layer.layer, layers.Layer):
-        layer = layer.layer
-    return layer
-
-
 def layer_madds(layer: layers.Layer, output_shape) -> int:
     """Multiply-adds of one layer given its (batch, ...) output shape; 0 for layers not counted."""
-    inner = _unwrap(layer)
+    inner = unwrap(layer)
     if isinstance(inner, layers.DepthwiseConv2D):
         kh, kw = inner.kernel_size
         _, oh, ow, channels = output_shape

@@ -188,7 +188,9 @@ def mbconv_block(
         name=f"{name}_project_conv",
     )(x)
     x = batch_norm(f"{name}_project_bn")(x)
-    if args.skip and args.stride == 1 and args.filters_in == args.filters_out:
+    # The reference compares declared filters; we compare the real input width, which differs
+    # from the declared one only in Lite's first block at narrow widths (fixed 32-wide stem).
+    if args.skip and args.stride == 1 and inputs.shape[-1] == args.filters_out:
         if drop_rate > 0:
             # Stochastic depth: drop the whole residual branch per example.
             x = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=f"{name}_drop")(x)
@@ -230,6 +232,7 @@ def build_efficientnet(
     dropout_rate: float = 0.2,
     drop_connect_rate: float = 0.2,
     sparse_ready: bool = False,
+    head_filters: int | None = None,
 ) -> tf_keras.Model:
     """Builds any EfficientNet-family network from its block table and coefficients.
 
@@ -239,7 +242,8 @@ def build_efficientnet(
     if not use_se:
         blocks = [dataclasses.replace(b, se_ratio=0.0) for b in blocks]
     stem_filters = STEM_FILTERS if fix_stem_head else round_filters(STEM_FILTERS, width)
-    head_filters = HEAD_FILTERS if fix_stem_head else round_filters(HEAD_FILTERS, width)
+    if head_filters is None:
+        head_filters = HEAD_FILTERS if fix_stem_head else round_filters(HEAD_FILTERS, width)
 
     inputs = layers.Input(shape=input_shape, name="image")
     x = conv_bn_act(inputs, stem_filters, 3, 2, activation, sparse_ready, "stem")
@@ -283,14 +287,24 @@ def _variant_builder(width, depth, activation, use_se, fix_stem_head, blocks, mo
         dropout_rate: float | None = None,
         drop_connect_rate: float = 0.2,
         sparse_ready: bool | None = None,
+        width_coefficient: float | None = None,
+        depth_coefficient: float | None = None,
+        head_filters: int | None = None,
         *,
         default_dropout: float,
         default_sparse_ready: bool,
     ) -> tf_keras.Model:
+        """width/depth_coefficient and head_filters override the variant's scaling, e.g. to
+        size a Lite-family network for a small dataset on a CPU."""
+        for what, value in (("width_coefficient", width_coefficient), ("depth_coefficient", depth_coefficient),
+                            ("head_filters", head_filters)):
+            if value is not None and value <= 0:
+                raise ValueError(f"{what} must be > 0, got {value}")
         return build_efficientnet(
             blocks=blocks,
-            width=width,
-            depth=depth,
+            width=width if width_coefficient is None else width_coefficient,
+            depth=depth if depth_coefficient is None else depth_coefficient,
+            head_filters=head_filters,
             activation=activation,
             use_se=use_se,
             fix_stem_head=fix_stem_head,

@@ -8,9 +8,15 @@ takes quantized inputs, which the producers already emit).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
+import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 from tf_keras import layers
+
+from nlighten_tf.optimize import training, weight_stats
 
 _quantize = tfmot.quantization.keras
 
@@ -87,3 +93,64 @@ def quantize_model(model: tf_keras.Model, scheme=None) -> tf_keras.Model:
         if scheme is None:
             return _quantize.quantize_apply(annotated)
         return _quantize.quantize_apply(annotated, scheme)
+
+
+# --- Quantization-aware training -------------------------------------------------------
+
+SCHEMES = ("auto", "default", "pqat", "cqat", "pcqat")
+
+
+def make_scheme(name: str):
+    """TFMOT scheme for a name: default 8-bit, or one preserving sparsity (PQAT), clusters
+    (CQAT) or both (PCQAT) so QAT does not undo the earlier stages."""
+    combine = tfmot.experimental.combine
+    if name == "default":
+        return None  # quantize_apply's own default 8-bit scheme
+    if name == "pqat":
+        return combine.Default8BitPrunePreserveQuantizeScheme()
+    if name == "cqat":
+        return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=False)
+    if name == "pcqat":
+        return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True)
+    raise ValueError(f"unknown QAT scheme {name!r}; valid: {', '.join(SCHEMES)}")
+
+
+def choose_scheme(model: tf_keras.Model, requested: str = "auto") -> str:
+    """'auto' picks from what the model carries: sparse and clustered -> pcqat, ..."""
+    if requested not in SCHEMES:
+        raise ValueError(f"unknown QAT scheme {requested!r}; valid: {', '.join(SCHEMES)}")
+    if requested != "auto":
+        return requested
+    sparse, clustered = weight_stats.is_sparse(model), weight_stats.is_clustered(model)
+    if sparse and clustered:
+        return "pcqat"
+    if clustered:
+        return "cqat"
+    if sparse:
+        return "pqat"
+    return "default"
+
+
+@dataclasses.dataclass
+class QATResult:
+    model: tf_keras.Model  # still quantize-wrapped: the TFLite converter reads its quantizers
+    scheme: str
+    history: dict
+
+
+def qat(
+    model: tf_keras.Model,
+    train: tf.data.Dataset,
+    train_config: training.TrainConfig,
+    scheme: str = "auto",
+    validation: tf.data.Dataset | None = None,
+    strategy=None,
+    callbacks: Sequence[tf_keras.callbacks.Callback] = (),
+) -> QATResult:
+    """Quantization-aware fine-tuning with the scheme that preserves what `model` carries."""
+    chosen = choose_scheme(model, scheme)
+    trained, history = training.fit(
+        model, train, train_config, validation=validation, callbacks=callbacks, strategy=strategy,
+        prepare=lambda m: quantize_model(m, make_scheme(chosen)),
+    )
+    return QATResult(trained, chosen, history)

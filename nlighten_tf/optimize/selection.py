@@ -1,0 +1,98 @@
+"""Which layers a technique touches: a policy plus include/exclude regexes and per-layer targets.
+
+One home for layer selection so that pruning, clustering, the lottery loop and low-rank
+factorisation all read the same rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+
+import tensorflow_model_optimization as tfmot
+import tf_keras
+from tf_keras import layers
+
+from nlighten_tf.keras_utils import kernel_of, unwrap
+
+POLICIES = ("all", "xnnpack", "conv1x1", "dense")
+
+
+def is_pointwise_conv(layer: layers.Layer) -> bool:
+    return (
+        isinstance(layer, layers.Conv2D)
+        and not isinstance(layer, layers.DepthwiseConv2D)
+        and tuple(layer.kernel_size) == (1, 1)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSelection:
+    """policy: 'all' (every conv/depthwise/dense kernel), 'xnnpack' (1x1 convs as TFMOT's
+    PruneForLatencyOnXNNPack, which also checks the graph is XNNPACK-sparse ready), 'conv1x1',
+    'dense'. include/exclude: regexes on layer names (exclude wins). per_layer: {regex: value}
+    overrides of the technique's target for matching layers (first match wins)."""
+
+    policy: str = "all"
+    include: str | None = None
+    exclude: str | None = None
+    per_layer: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown layer policy {self.policy!r}; valid: {', '.join(POLICIES)}")
+        for pattern in [self.include, self.exclude, *self.per_layer]:
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as error:
+                    raise ValueError(f"invalid layer-name regex {pattern!r}: {error}") from None
+
+    def validate_model(self, model: tf_keras.Model) -> None:
+        if self.policy == "xnnpack":
+            try:
+                tfmot.sparsity.keras.PruneForLatencyOnXNNPack().ensure_model_supports_pruning(model)
+            except ValueError as error:
+                raise ValueError(
+                    f"policy 'xnnpack' needs an XNNPACK-sparse-ready graph: {error}. Build the model "
+                    "with sparse_ready=True (Lite/MobileNetV2 default) or use policy 'all'."
+                ) from None
+
+    def selects(self, layer: layers.Layer) -> bool:
+        if kernel_of(layer) is None:
+            return False
+        if self.policy == "xnnpack" and not tfmot.sparsity.keras.PruneForLatencyOnXNNPack().allow_pruning(layer):
+            return False
+        if self.policy == "conv1x1" and not is_pointwise_conv(layer):
+            return False
+        if self.policy == "dense" and not isinstance(layer, layers.Dense):
+            return False
+        if self.include and not re.search(self.include, layer.name):
+            return False
+        if self.exclude and re.search(self.exclude, layer.name):
+            return False
+        return True
+
+    def target_for(self, layer: layers.Layer, default: float) -> float:
+        for pattern, value in self.per_layer.items():
+            if re.search(pattern, layer.name):
+                return value
+        return default
+
+    def selected_layers(self, model: tf_keras.Model, depthwise: bool = True) -> list[layers.Layer]:
+        """Matching layers in graph order. depthwise=False leaves out DepthwiseConv2D, which
+        TFMOT's pruning and clustering registries list with no optimizable weights."""
+        chosen = [
+            layer
+            for layer in model.layers
+            if self.selects(unwrap(layer)) and (depthwise or not isinstance(unwrap(layer), layers.DepthwiseConv2D))
+        ]
+        if not chosen:
+            raise ValueError(
+                f"no layer of model {model.name!r} matches policy={self.policy!r} "
+                f"include={self.include!r} exclude={self.exclude!r}"
+                + ("" if depthwise else " (depthwise convolutions excluded: TFMOT does not prune or cluster them)")
+            )
+        return chosen
+

@@ -1,0 +1,181 @@
+"""Compiling, training and evaluating classifiers, under any tf.distribute strategy.
+
+Every technique trains through `fit` so that scaling out is one argument: a strategy name
+('default', 'mirrored', 'multi_worker' — the last reads TF_CONFIG) or a Strategy object.
+Models output logits; labels are integer class ids.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+
+import tensorflow as tf
+import tf_keras
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 1.0  # fractional epochs allowed: a quick fine-tune of part of the data
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    lr_schedule: str = "cosine"
+    label_smoothing: float = 0.0
+    verbose: int = 1
+
+    def __post_init__(self):
+        if self.epochs <= 0:
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+
+
+def get_strategy(strategy: str | tf.distribute.Strategy | None = None) -> tf.distribute.Strategy:
+    if isinstance(strategy, tf.distribute.Strategy):
+        return strategy
+    name = strategy or "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        # Every GPU, else every (logical) CPU device: MirroredStrategy's own default would take
+        # a single CPU and mirror nothing.
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+
+
+def scope(strategy: tf.distribute.Strategy):
+    """The strategy's variable scope (a no-op context for the default strategy)."""
+    if strategy is tf.distribute.get_strategy():
+        return contextlib.nullcontext()
+    return strategy.scope()
+
+
+def count_batches(dataset: tf.data.Dataset) -> int:
+    cardinality = int(dataset.cardinality())
+    if cardinality < 0:  # unknown or infinite: count once
+        cardinality = sum(1 for _ in dataset)
+    if cardinality == 0:
+        raise ValueError("the training dataset is empty")
+    return cardinality
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPlan:
+    """How `fit` runs config.epochs over a dataset of `batches` batches: Keras epochs of
+    `steps_per_epoch` steps; step-based schedules (pruning) are laid out on `total` steps."""
+
+    epochs: int
+    steps_per_epoch: int
+    batches: int
+
+    @property
+    def total(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+def plan_steps(config: TrainConfig, dataset: tf.data.Dataset) -> StepPlan:
+    batches = count_batches(dataset)
+    wanted = max(1, math.ceil(config.epochs * batches))
+    epochs = math.ceil(wanted / batches)
+    return StepPlan(epochs=epochs, steps_per_epoch=math.ceil(wanted / epochs), batches=batches)
+
+
+def make_optimizer(config: TrainConfig, steps: int) -> tf_keras.optimizers.Optimizer:
+    rate = config.learning_rate
+    if config.lr_schedule == "cosine":
+        rate = tf_keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps, alpha=0.05)
+    if config.optimizer == "sgd":
+        return tf_keras.optimizers.SGD(rate, momentum=0.9, nesterov=True)
+    if config.optimizer == "rmsprop":
+        return tf_keras.optimizers.RMSprop(rate)
+    return tf_keras.optimizers.Adam(rate)
+
+
+def has_one_hot_labels(dataset: tf.data.Dataset) -> bool:
+    """MixUp/CutMix datasets carry one-hot (soft) labels; the others integer class ids."""
+    label_spec = dataset.element_spec[1]
+    return label_spec.shape.rank == 2 and label_spec.dtype.is_floating
+
+
+def compile_classifier(model: tf_keras.Model, config: TrainConfig, steps: int, one_hot: bool = False) -> None:
+    if one_hot:
+        metrics = [
+            tf_keras.metrics.CategoricalAccuracy(name="accuracy"),
+            tf_keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"),
+        ]
+    else:
+        metrics = [
+            tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            tf_keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5"),
+        ]
+    model.compile(
+        optimizer=make_optimizer(config, steps),
+        loss=classification_loss(config.label_smoothing, one_hot),
+        metrics=metrics,
+    )
+
+
+def classification_loss(label_smoothing: float = 0.0, one_hot: bool = False):
+    if one_hot:
+        return tf_keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
+    if label_smoothing:
+        # Label smoothing needs one-hot targets; our datasets carry integer labels.
+        def loss(labels, logits):
+            one_hot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), tf.shape(logits)[-1])
+            return tf_keras.losses.categorical_crossentropy(
+                one_hot, logits, from_logits=True, label_smoothing=label_smoothing
+            )
+
+        return loss
+    return tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def fit(
+    model: tf_keras.Model,
+    train: tf.data.Dataset,
+    config: TrainConfig,
+    validation: tf.data.Dataset | None = None,
+    callbacks: Sequence[tf_keras.callbacks.Callback] = (),
+    strategy: str | tf.distribute.Strategy | None = None,
+    prepare: Callable[[tf_keras.Model], tf_keras.Model] | None = None,
+) -> tuple[tf_keras.Model, dict[str, list[float]]]:
+    """Trains `prepare(model)` (e.g. a TFMOT wrapper) for config.epochs and returns it with history.
+
+    `prepare` runs under the strategy's scope so that wrapper variables are mirrored too.
+    Fractional epochs train on the first part of each pass over `train`.
+    """
+    resolved = get_strategy(strategy)
+    plan = plan_steps(config, train)
+    with scope(resolved):
+        trained = prepare(model) if prepare else model
+        compile_classifier(trained, config, plan.total, one_hot=has_one_hot_labels(train))
+    history = trained.fit(
+        train.repeat(),
+        epochs=plan.epochs,
+        steps_per_epoch=plan.steps_per_epoch,
+        validation_data=validation,
+        callbacks=list(callbacks),
+        verbose=config.verbose,
+    )
+    return trained, history.history
+
+
+def evaluate(model: tf_keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
+    """Top-1 / top-5 accuracy and loss of a (possibly uncompiled) classifier on a dataset."""
+    if getattr(model, "compiled_loss", None) is None:
+        compile_classifier(model, TrainConfig(verbose=0), steps=1, one_hot=has_one_hot_labels(dataset))
+    results = model.evaluate(dataset, verbose=0, return_dict=True)
+    return {k: float(v) for k, v in results.items()}
