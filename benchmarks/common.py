@@ -1,0 +1,58 @@
+"""Shared by the benchmark scripts: magnitude pruning and weight clustering applied directly
+with numpy (what TFMOT's stripped models hold: zeros and k distinct values per kernel), and
+the markdown/JSON output conventions."""
+
+from __future__ import annotations
+
+import numpy as np
+import tf_keras
+from tf_keras import layers
+
+
+def is_1x1_conv(layer: layers.Layer) -> bool:
+    return (
+        isinstance(layer, layers.Conv2D) and not isinstance(layer, layers.DepthwiseConv2D)
+        and tuple(layer.kernel_size) == (1, 1)
+    )  # fmt: skip
+
+
+def is_prunable(layer: layers.Layer) -> bool:
+    # TFMOT's prune_low_magnitude targets: Conv2D (any kernel), DepthwiseConv2D, Dense. In
+    # tf_keras DepthwiseConv2D is not a Conv2D subclass, so it is named explicitly.
+    return isinstance(layer, layers.Conv2D | layers.DepthwiseConv2D | layers.Dense)
+
+
+def prune(model: tf_keras.Model, sparsity: float, select=is_1x1_conv) -> None:
+    """Zeroes the smallest-|w| `sparsity` fraction of each selected layer's kernel, per layer
+    (1x1 convolutions only by default, as TFMOT's PruneForLatencyOnXNNPack does)."""
+    for layer in model.layers:
+        if not select(layer):
+            continue
+        weights = layer.get_weights()
+        kernel = weights[0]
+        threshold = np.quantile(np.abs(kernel), sparsity)
+        weights[0] = np.where(np.abs(kernel) <= threshold, 0.0, kernel).astype(kernel.dtype)
+        layer.set_weights(weights)
+
+
+def cluster(model: tf_keras.Model, clusters: int, select=is_prunable) -> None:
+    """Snaps each selected kernel to `clusters` values: zero (kept exactly, so sparsity is
+    preserved) plus clusters-1 centroids from 1-D k-means on the non-zero weights."""
+    for layer in model.layers:
+        if not select(layer):
+            continue
+        weights = layer.get_weights()
+        kernel = weights[0]
+        nonzero = kernel[kernel != 0]
+        if nonzero.size == 0:
+            continue
+        centroids = np.quantile(nonzero, np.linspace(0, 1, clusters - 1))
+        for _ in range(10):  # Lloyd iterations from quantile initialisation
+            assign = np.argmin(np.abs(nonzero[:, None] - centroids), axis=1)
+            for c in range(len(centroids)):
+                members = nonzero[assign == c]
+                if members.size:
+                    centroids[c] = members.mean()
+        snapped = centroids[np.argmin(np.abs(kernel[..., None] - centroids), axis=-1)]
+        weights[0] = np.where(kernel == 0, 0.0, snapped).astype(kernel.dtype)
+        layer.set_weights(weights)

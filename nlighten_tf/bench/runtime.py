@@ -1,0 +1,214 @@
+"""Choosing and running a TFLite interpreter the way a device would.
+
+Order: `ai_edge_litert` (the current LiteRT wheel), `tflite_runtime` (what older Raspberry Pi
+images ship), `tensorflow` (`tf.lite.Interpreter`, last: it drags in all of TensorFlow).
+XNNPACK is the default delegate of all three; "off" uses the builtin kernels only.
+
+Known fault handled here (reference.md): ai-edge-litert 2.3's XNNPACK cannot prepare an int8
+FULLY_CONNECTED with sparse weights ("failed to delegate FULLY_CONNECTED node"). `load` does
+not crash on it: it retries with the next interpreter, then without XNNPACK, and records why
+in `Loaded.fallback`. This module imports no TensorFlow unless that runtime is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+from nlighten_tf.bench import flatbuffer
+
+RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
+
+
+class RuntimeUnavailable(RuntimeError):
+    """No requested interpreter could be imported or could run the model."""
+
+
+def _interpreter_module(runtime: str) -> Any:
+    """The module holding `Interpreter` and `OpResolverType` for a runtime name."""
+    if runtime == "ai_edge_litert":
+        return importlib.import_module("ai_edge_litert.interpreter")
+    if runtime == "tflite_runtime":
+        return importlib.import_module("tflite_runtime.interpreter")
+    if runtime == "tensorflow":
+        import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow loads)
+
+        tf = importlib.import_module("tensorflow")
+        return _TFLiteShim(tf)
+    raise ValueError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)} or auto")
+
+
+class _TFLiteShim:
+    """Gives tf.lite the same module shape as the standalone runtimes."""
+
+    def __init__(self, tf: Any) -> None:
+        self.Interpreter = tf.lite.Interpreter
+        self.OpResolverType = tf.lite.experimental.OpResolverType
+
+
+def available_runtimes() -> dict[str, str]:
+    """{runtime: "ok" or why it cannot be used} for every runtime, in preference order."""
+    status = {}
+    for runtime in RUNTIMES:
+        try:
+            _interpreter_module(runtime)
+            status[runtime] = "ok"
+        except Exception as error:  # ImportError, or tflite_runtime failing under NumPy 2
+            status[runtime] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    return status
+
+
+@dataclasses.dataclass
+class Loaded:
+    """An allocated interpreter and how it was obtained."""
+
+    interpreter: Any
+    runtime: str
+    xnnpack: bool
+    threads: int
+    init_seconds: float  # construct + allocate_tensors (+ delegate preparation)
+    fallback: str | None = None  # why the requested runtime/XNNPACK setting was not used
+    attempts: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def input_details(self) -> dict[str, Any]:
+        return self.interpreter.get_input_details()[0]
+
+    @property
+    def output_details(self) -> dict[str, Any]:
+        return self.interpreter.get_output_details()[0]
+
+    def invoke_raw(self, x: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self.input_details["index"], x)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output_details["index"])
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Float model-domain inputs (N, H, W, C) -> float outputs (N, classes), one invoke per
+        image; quantizes int8/uint8 inputs and dequantizes outputs with the file's parameters."""
+        rows = []
+        for image in np.asarray(images, dtype=np.float32):
+            raw = self.invoke_raw(quantize(image[np.newaxis], self.input_details))
+            rows.append(dequantize(raw, self.output_details)[0])
+        return np.stack(rows)
+
+
+def quantize(x: np.ndarray, details: dict[str, Any]) -> np.ndarray:
+    dtype = details["dtype"]
+    if dtype in (np.float32, np.float16):
+        return x.astype(dtype)
+    scale, zero_point = details["quantization"]
+    if not scale:
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize(y: np.ndarray, details: dict[str, Any]) -> np.ndarray:
+    scale, zero_point = details["quantization"]
+    if details["dtype"] in (np.float32, np.float16) or not scale:
+        return y.astype(np.float32)
+    return (y.astype(np.float32) - zero_point) * scale
+
+
+def _source(model: str | os.PathLike[str] | bytes) -> tuple[dict[str, Any], bytes]:
+    if isinstance(model, bytes | bytearray):
+        raw = bytes(model)
+        flatbuffer.check_tflite_bytes(raw, "model bytes")
+        return {"model_content": raw}, raw
+    raw = flatbuffer.read_bytes(model)
+    flatbuffer.check_tflite_bytes(raw, str(model))
+    return {"model_path": os.fspath(model)}, raw
+
+
+def _try_load(runtime: str, source: dict[str, Any], raw: bytes, xnnpack: bool, threads: int) -> Loaded:
+    module = _interpreter_module(runtime)
+    resolver = (
+        module.OpResolverType.AUTO if xnnpack else module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice: we chose it knowingly
+        warnings.simplefilter("ignore")
+        interpreter = module.Interpreter(**source, num_threads=threads, experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    init = time.perf_counter() - start
+    loaded = Loaded(interpreter, runtime, xnnpack, threads, init)
+    # Some delegate failures only surface at the first invoke: run one before handing it out.
+    details = loaded.input_details
+    loaded.invoke_raw(np.zeros(details["shape"], dtype=details["dtype"]))
+    return loaded
+
+
+def load(
+    model: str | os.PathLike[str] | bytes,
+    runtime: str = "auto",
+    xnnpack: bool = True,
+    threads: int = 1,
+    fallback: bool = True,
+) -> Loaded:
+    """An allocated interpreter that has run once.
+
+    runtime: "auto" (first importable of RUNTIMES) or one name. With `fallback`, a model the
+    chosen runtime cannot prepare is retried with the later runtimes (same XNNPACK setting), then
+    without XNNPACK, and `Loaded.fallback` says what failed. Raises
+    flatbuffer.TFLiteFileError for a missing/corrupt file, RuntimeUnavailable when nothing runs it.
+    """
+    source, raw = _source(model)
+    if runtime == "auto":
+        order = list(RUNTIMES)
+    elif runtime in RUNTIMES:
+        order = [runtime] + ([r for r in RUNTIMES if r != runtime] if fallback else [])
+    else:
+        raise ValueError(f"unknown runtime {runtime!r}; valid: auto, {', '.join(RUNTIMES)}")
+    plans = [(r, xnnpack) for r in order]
+    if xnnpack and fallback:
+        plans += [(r, False) for r in order]
+    attempts: list[str] = []
+    first_failure: str | None = None
+    for name, use_xnnpack in plans:
+        try:
+            loaded = _try_load(name, source, raw, use_xnnpack, threads)
+        except ImportError as error:
+            attempts.append(f"{name}: not importable ({error})")
+            continue
+        except (RuntimeError, ValueError) as error:
+            message = " ".join(str(error).split())
+            if "identifier" in message or "Could not open" in message:
+                raise flatbuffer.TFLiteFileError(f"{source.get('model_path', 'model bytes')}: {message}") from None
+            attempts.append(f"{name}{'+XNNPACK' if use_xnnpack else ' (XNNPACK off)'} failed: {message}")
+            first_failure = first_failure or attempts[-1]
+            continue
+        except Exception as error:  # tflite_runtime under NumPy 2 fails in odd ways
+            attempts.append(f"{name}: {type(error).__name__}: {error}")
+            continue
+        loaded.attempts = attempts
+        if first_failure is not None:
+            loaded.fallback = f"{first_failure}; ran with {describe(loaded)}"
+        return loaded
+    raise RuntimeUnavailable("no TFLite interpreter could run the model: " + " | ".join(attempts))
+
+
+def describe(loaded: Loaded) -> str:
+    return f"{loaded.runtime}{' + XNNPACK' if loaded.xnnpack else ' (XNNPACK off)'}, {loaded.threads} thread(s)"
+
+
+def signature_summary(model: str | os.PathLike[str] | bytes, runtime: str = "auto") -> str:
+    """Signature names and input/output details, for printing after export."""
+    loaded = load(model, runtime=runtime, xnnpack=False, threads=1)
+    interpreter = loaded.interpreter
+    lines = []
+    signatures = interpreter.get_signature_list()
+    for key, io in signatures.items():
+        lines.append(f"signature {key!r}: inputs {list(io.get('inputs', []))} -> outputs {list(io.get('outputs', []))}")
+    for kind, details in (("input", interpreter.get_input_details()), ("output", interpreter.get_output_details())):
+        for d in details:
+            scale, zero = d["quantization"]
+            quant = f", scale={scale:.6g} zero_point={zero}" if scale else ""
+            lines.append(f"{kind} {d['name']}: {np.dtype(d['dtype']).name} {[int(v) for v in d['shape']]}{quant}")
+    return "\n".join(lines)

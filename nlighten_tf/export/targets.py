@@ -1,0 +1,41 @@
+"""The export targets: one name per (quantization, input/output type, sparse storage)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    quantization: str  # "none", "float16", "dynamic" (weights only) or "full" (weights + activations)
+    io_type: str  # model input/output dtype: "float32", "int8" or "uint8"
+    sparse: bool  # converter EXPERIMENTAL_SPARSITY: pruned weights stored sparse, read by DENSIFY
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.quantization == "full"
+
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target("fp32", "float32, dense", "none", "float32", False),
+        Target("fp32_sparse", "float32, pruned weights stored sparse for XNNPACK sparse inference", "none", "float32", True),
+        Target("float16", "float16 weights, float32 input/output", "float16", "float32", False),
+        Target("dynamic_int8", "dynamic-range: int8 weights, float activations and I/O", "dynamic", "float32", False),
+        Target("int8", "full-integer int8, int8 input/output", "full", "int8", False),
+        Target("int8_float_io", "full-integer int8, float32 input/output", "full", "float32", False),
+        Target("int8_sparse", "full-integer int8 with weights stored sparse, int8 input/output", "full", "int8", True),
+        # The Edge TPU compiler wants every op int8 and no DENSIFY; Coral's examples feed uint8.
+        Target("edgetpu", "full-integer int8, dense, uint8 input/output for edgetpu_compiler", "full", "uint8", False),
+    )
+}
+
+
+def get_target(name: str) -> Target:
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise ValueError(f"unknown export target {name!r}; valid targets: {', '.join(TARGETS)}") from None

@@ -1,0 +1,218 @@
+"""Converter settings per target, and `export`: Keras model -> `.tflite` + sidecar JSON.
+
+Calibration (full-integer targets) goes through `nlighten_tf.data.representative_dataset` with
+the model's own preprocessing, so calibration sees exactly the inputs evaluation does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from nlighten_tf import __version__
+from nlighten_tf.export import atomic
+from nlighten_tf.export import metadata as metadata_lib
+from nlighten_tf.export.targets import Target, get_target
+
+RepresentativeDataset = Callable[[], Iterator[list[np.ndarray]]]
+
+_TF_TYPES = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8}
+_QAT_LAYERS = {"QuantizeWrapper", "QuantizeWrapperV2", "QuantizeLayer"}
+_PRUNE_LAYERS = {"PruneLowMagnitude"}
+_CLUSTER_LAYERS = {"ClusterWeights", "ClusterWeightsMHA", "ClusterWeightsRNN"}
+
+
+class ExportError(ValueError):
+    """A model/target combination that cannot be exported, with what to do instead."""
+
+
+@dataclasses.dataclass
+class ExportResult:
+    path: Path
+    target: str
+    size_bytes: int
+    sidecar: Path | None
+    notes: list[str]
+    summary: str  # signatures and input/output details
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["path"], out["sidecar"] = str(self.path), str(self.sidecar) if self.sidecar else None
+        return out
+
+
+def _layer_types(model: tf_keras.Model) -> set[str]:
+    found = set()
+    for layer in model.layers:
+        found.add(type(layer).__name__)
+        if isinstance(layer, tf_keras.Model):
+            found |= _layer_types(layer)
+    return found
+
+
+def prepare_for_export(model: tf_keras.Model) -> tuple[tf_keras.Model, list[str], bool]:
+    """Strips TFMOT training wrappers: (model, notes saying what was done, is_qat).
+
+    Pruning and clustering wrappers hold masks/centroids the converter cannot read: they are
+    stripped (`strip_pruning`, `strip_clustering`), which keeps the zeros and cluster values
+    in the plain kernels. QAT wrappers are kept on purpose: the converter reads their learnt
+    ranges, and stripping them would throw the quantization-aware training away.
+    """
+    types = _layer_types(model)
+    notes: list[str] = []
+    if types & (_PRUNE_LAYERS | _CLUSTER_LAYERS):
+        import tensorflow_model_optimization as tfmot
+
+        if types & _PRUNE_LAYERS:
+            try:
+                model = tfmot.sparsity.keras.strip_pruning(model)
+            except Exception as error:
+                raise ExportError(
+                    f"could not strip TFMOT pruning wrappers ({error}); strip them with "
+                    "tfmot.sparsity.keras.strip_pruning before export"
+                ) from error
+            notes.append("stripped TFMOT pruning wrappers (strip_pruning): zeros kept in the kernels")
+        if _layer_types(model) & _CLUSTER_LAYERS:
+            try:
+                model = tfmot.clustering.keras.strip_clustering(model)
+            except Exception as error:
+                raise ExportError(
+                    f"could not strip TFMOT clustering wrappers ({error}); strip them with "
+                    "tfmot.clustering.keras.strip_clustering before export"
+                ) from error
+            notes.append("stripped TFMOT clustering wrappers (strip_clustering): kernels hold the cluster values")
+    qat = bool(_layer_types(model) & _QAT_LAYERS)
+    if qat:
+        notes.append(
+            "kept QAT wrappers: the converter reads their learnt quantization ranges (no calibration needed)"
+        )
+    return model, notes, qat
+
+
+def convert(
+    model: tf_keras.Model,
+    target: str | Target,
+    representative_dataset: RepresentativeDataset | None = None,
+    io_type: str | None = None,
+) -> tuple[bytes, list[str]]:
+    """Converts to one target: (flatbuffer bytes, notes). `io_type` overrides the target's
+    input/output dtype for full-integer targets ("int8" or "uint8", e.g. for the Edge TPU)."""
+    target = get_target(target) if isinstance(target, str) else target
+    model, notes, qat = prepare_for_export(model)
+    io = io_type or target.io_type
+    if io not in _TF_TYPES:
+        raise ExportError(f"io_type must be one of {', '.join(_TF_TYPES)}, got {io!r}")
+    if io != "float32" and target.quantization != "full":
+        raise ExportError(f"io_type {io} needs a full-integer target (int8, int8_sparse, edgetpu), not {target.name}")
+    if qat and target.quantization != "full":
+        raise ExportError(
+            f"the model carries QAT quantize wrappers, which only convert to full-integer targets "
+            f"(int8, int8_float_io, int8_sparse, edgetpu), not {target.name}: export the float model "
+            "(before quantize_model) for float targets"
+        )
+    if target.needs_calibration and representative_dataset is None and not qat:
+        raise ExportError(
+            f"target {target.name} is full-integer and needs calibration data: pass representative_dataset "
+            "(nlighten_tf.data.representative_dataset or calibration_data(...)), or a QAT model"
+        )
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    optimizations = []
+    if target.quantization == "float16":
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+        converter.target_spec.supported_types = [tf.float16]
+    elif target.quantization == "dynamic":
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    elif target.quantization == "full":
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+        if representative_dataset is not None:
+            converter.representative_dataset = representative_dataset
+        # Full-integer: conversion fails rather than leaving a float op behind.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = _TF_TYPES[io]
+        converter.inference_output_type = _TF_TYPES[io]
+    if target.sparse:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    try:
+        flatbuffer = converter.convert()
+    except Exception as error:
+        raise ExportError(f"TFLite conversion to {target.name} failed: {' '.join(str(error).split())[:2000]}") from error
+    return bytes(flatbuffer), notes
+
+
+def calibration_data(
+    spec: str, n: int, image_size: int, preprocessing: str | None = None, model_name: str | None = None, **kwargs: Any
+) -> RepresentativeDataset:
+    """`n` training examples of a data spec, preprocessed for the model (its registry scheme)."""
+    from nlighten_tf import data
+
+    return data.representative_dataset(
+        spec, n, image_size=image_size, preprocessing=preprocessing, model=model_name, **kwargs
+    )
+
+
+def input_size(model: tf_keras.Model) -> tuple[int, int]:
+    shape = model.inputs[0].shape
+    return int(shape[1]), int(shape[2])
+
+
+def export(
+    model: tf_keras.Model,
+    path: str | os.PathLike[str],
+    target: str = "int8",
+    representative_dataset: RepresentativeDataset | None = None,
+    classifier: metadata_lib.ClassifierMetadata | None = None,
+    io_type: str | None = None,
+    sidecar: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Converts `model` to `target` and writes `path` (and `<path minus .tflite>.json`) atomically.
+
+    classifier: labels and normalisation to embed as TFLite metadata + packed labels.txt.
+    extra: more JSON-ready facts for the sidecar (source model name, recipe, ...).
+    """
+    target_info = get_target(target)
+    flatbuffer, notes = convert(model, target_info, representative_dataset, io_type)
+    if classifier is not None:
+        flatbuffer = metadata_lib.embed(flatbuffer, classifier)
+    path = Path(path)
+    atomic.write_bytes(path, flatbuffer)
+    from nlighten_tf.bench import runtime
+
+    summary = runtime.signature_summary(path)
+    sidecar_path = None
+    if sidecar:
+        loaded = runtime.load(path, xnnpack=False)
+        sidecar_path = path.with_suffix(".json")
+        atomic.write_json(sidecar_path, {
+            "model_file": path.name, "target": dataclasses.asdict(target_info), "io_type": io_type or target_info.io_type,
+            "size_bytes": len(flatbuffer), "nlighten_tf_version": __version__, "tensorflow_version": tf.__version__,
+            "classifier": classifier.as_dict() if classifier else None,
+            "input": _details(loaded.interpreter.get_input_details()[0]),
+            "output": _details(loaded.interpreter.get_output_details()[0]),
+            "notes": notes, **(extra or {}),
+        })  # fmt: skip
+    return ExportResult(path, target_info.name, len(flatbuffer), sidecar_path, notes, summary)
+
+
+def _details(details: dict[str, Any]) -> dict[str, Any]:
+    scale, zero_point = details["quantization"]
+    return {
+        "name": details["name"], "shape": [int(v) for v in details["shape"]], "dtype": np.dtype(details["dtype"]).name,
+        "scale": float(scale), "zero_point": int(zero_point),
+    }  # fmt: skip
+
+
+def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The sidecar JSON next to a `.tflite`, or None."""
+    import json
+
+    sidecar = Path(path).with_suffix(".json")
+    return json.loads(sidecar.read_text()) if sidecar.exists() else None

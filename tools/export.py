@@ -1,0 +1,103 @@
+"""Exports a Keras model to `.tflite` targets with classifier metadata and a sidecar JSON.
+
+  python tools/export.py --model=efficientnet_lite0 --input_size=224 --targets=fp32,int8 \
+      [--keras_model=trained.keras] [--data=digits] [--output_dir=exports]
+
+Targets: fp32, fp32_sparse, float16, dynamic_int8, int8, int8_float_io, int8_sparse, edgetpu.
+Labels come from --data (or --labels=FILE); full-integer targets calibrate on --data's
+training split with the model's own preprocessing. Prints each file's signatures and I/O.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from absl import app, flags, logging
+
+import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
+from nlighten_tf.export.targets import TARGETS, get_target
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "efficientnet_lite0", "Model registry name (architecture and preprocessing).")
+flags.DEFINE_string("keras_model", None, "A saved tf_keras model (.keras/.h5/SavedModel) to export instead of a fresh build.")
+flags.DEFINE_integer("input_size", 224, "Input resolution when building --model.")
+flags.DEFINE_string("weights", None, "Weights for --model (e.g. imagenet).")
+flags.DEFINE_list("targets", ["fp32", "int8"], f"Export targets: {', '.join(TARGETS)}.")
+flags.DEFINE_string("data", "digits", "Data spec for labels and int8 calibration.")
+flags.DEFINE_integer("calibration_samples", 100, "Representative examples for full-integer calibration.")
+flags.DEFINE_string("preprocessing", None, "Normalisation scheme (default: the model's registry scheme).")
+flags.DEFINE_string("labels", None, "Text file with one label per line (default: the class names of --data).")
+flags.DEFINE_enum("edgetpu_io", "uint8", ["uint8", "int8"], "Input/output dtype of the edgetpu target.")
+flags.DEFINE_string("output_dir", "exports", "Where the .tflite files and sidecar JSONs go.")
+flags.DEFINE_string("name", None, "File stem (default: the model name).")
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str]) -> int:
+    logging.set_verbosity(logging.WARNING)  # the converter's SavedModel chatter hides our output
+    del argv
+    try:
+        targets = [get_target(t) for t in FLAGS.targets]
+    except ValueError as error:
+        return _fail(str(error))
+    if FLAGS.keras_model and not Path(FLAGS.keras_model).exists():
+        return _fail(f"--keras_model {FLAGS.keras_model}: no such file or directory")
+    if FLAGS.labels and not Path(FLAGS.labels).is_file():
+        return _fail(f"--labels {FLAGS.labels}: no such file")
+    from nlighten_tf import data, models
+    from nlighten_tf.export import metadata, tflite
+    from nlighten_tf.models import registry
+
+    try:
+        scheme = data.resolve_scheme(FLAGS.preprocessing, FLAGS.model)
+        _, info = data.load_raw(FLAGS.data, "train", limit=1)
+        labels = Path(FLAGS.labels).read_text().splitlines() if FLAGS.labels else list(info.class_names)
+        labels = [label for label in labels if label.strip()]
+        if FLAGS.keras_model:
+            model = _load_keras(FLAGS.keras_model)
+        else:
+            registry.info(FLAGS.model)
+            model = models.build(
+                FLAGS.model, input_shape=(FLAGS.input_size, FLAGS.input_size, 3), num_classes=len(labels),
+                weights=FLAGS.weights,
+            )  # fmt: skip
+        size = tflite.input_size(model)
+        classifier = metadata.from_scheme(labels, scheme, size, name=FLAGS.name or FLAGS.model)
+        calibration = None
+        if any(t.needs_calibration for t in targets):
+            calibration = tflite.calibration_data(FLAGS.data, FLAGS.calibration_samples, size[0], preprocessing=scheme)
+        stem = FLAGS.name or (Path(FLAGS.keras_model).stem if FLAGS.keras_model else FLAGS.model)
+        for target in targets:
+            path = Path(FLAGS.output_dir) / f"{stem}_{target.name}.tflite"
+            print(f"exporting {target.name} ({target.description}) ...", flush=True)
+            result = tflite.export(
+                model, path, target.name, representative_dataset=calibration, classifier=classifier,
+                io_type=FLAGS.edgetpu_io if target.name == "edgetpu" else None,
+                extra={"source": FLAGS.keras_model or FLAGS.model, "data": FLAGS.data},
+            )  # fmt: skip
+            for note in result.notes:
+                print(f"  note: {note}")
+            print("  " + result.summary.replace("\n", "\n  "))
+            print(f"wrote {result.path} ({result.size_bytes:,} bytes) and {result.sidecar}")
+    except (ValueError, OSError, data.DataError) as error:
+        return _fail(" ".join(str(error).split())[:1000])
+    return 0
+
+
+def _load_keras(path: str):
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    from nlighten_tf.optimize import quantize
+
+    with tfmot.sparsity.keras.prune_scope(), tfmot.clustering.keras.cluster_scope(), quantize.quantize_scope():
+        return tf_keras.models.load_model(path, compile=False)
+
+
+if __name__ == "__main__":
+    app.run(main)
