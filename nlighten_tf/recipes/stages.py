@@ -1,0 +1,364 @@
+"""One function per stage type: (stage, context, work directory) -> Outcome.
+
+Each calls one function of `optimize/`, `export/` or `bench/` with the model and data of the
+previous stage and writes its extra files (exports, plots, teacher) into the work directory;
+the runner saves the model, evaluates it and writes metrics.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from nlighten_tf import data, models
+from nlighten_tf.keras_utils import copy_model
+from nlighten_tf.optimize import training, weight_stats
+from nlighten_tf.recipes import schema
+from nlighten_tf.recipes.schema import Recipe, Stage
+
+
+@dataclasses.dataclass
+class Context:
+    """What a stage gets from the run: the data, the current model and earlier exports."""
+
+    recipe: Recipe
+    run_dir: Path
+    train: tf.data.Dataset
+    eval: tf.data.Dataset
+    class_names: tuple[str, ...]
+    scheme: str  # the model's input normalisation (nlighten_tf.data scheme)
+    strategy: Any = None
+    verbose: int = 2  # Keras: 1 progress bars (TTY), 2 one line per epoch
+    log: Callable[[str], None] = print
+    model: tf_keras.Model | None = None
+    model_stage: str | None = None  # directory holding `model` (None: built from the recipe's model spec)
+    qat_scheme: str | None = None  # set once a qat stage has run
+    exports: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    @property
+    def image_size(self) -> int:
+        return self.recipe.data.image_size
+
+    def callbacks(self, workdir: Path) -> list[tf_keras.callbacks.Callback]:
+        """Per-epoch history as CSV, and TensorBoard scalars when TensorBoard is installed
+        (TensorFlow 2.21 no longer depends on it: `pip install tensorboard`)."""
+        logs = workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        callbacks = [tf_keras.callbacks.CSVLogger(str(logs / "history.csv"), append=True)]
+        if tensorboard_available():
+            # Scalars only: graphs and profiles of every stage would dwarf the models.
+            callbacks.append(tf_keras.callbacks.TensorBoard(log_dir=str(logs), write_graph=False, profile_batch=0))
+        return callbacks
+
+    def prepare(self):
+        """Under a distribution strategy the model must be created in its scope: copy it there."""
+        default = self.strategy in (None, "default")
+        return None if default else copy_model
+
+
+def tensorboard_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+@dataclasses.dataclass
+class Outcome:
+    model: tf_keras.Model | None = None  # the model the next stage gets (None: unchanged)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)  # technique report etc.
+    qat_scheme: str | None = None
+    exports: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    summary: str = ""  # extra words for the stage's one-line summary
+
+
+def build_model(spec: schema.ModelSpec, image_size: int, num_classes: int) -> tf_keras.Model:
+    return models.build(
+        spec.name, input_shape=(image_size, image_size, 3), num_classes=num_classes, weights=spec.weights, **spec.options
+    )
+
+
+def last_values(history: dict[str, list[float]]) -> dict[str, float]:
+    return {key: float(values[-1]) for key, values in history.items() if values}
+
+
+# --- Training stages ----------------------------------------------------------------------
+
+
+def run_train(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
+    config = schema.train_config(stage.config, ctx.verbose)
+    model, history = training.fit(
+        ctx.model, ctx.train, config, callbacks=ctx.callbacks(workdir), strategy=ctx.strategy, prepare=ctx.prepare()
+    )
+    return Outcome(model, {"history": last_values(history)})
+
+
+def _teacher(stage: Stage, ctx: Context, workdir: Path) -> tuple[tf_keras.Model, dict[str, Any]]:
+    spec = stage.config.teacher
+    if spec.path:
+        from nlighten_tf.recipes.runner import load_keras
+
+        teacher = load_keras(Path(spec.path))
+        return teacher, {"source": spec.path}
+    teacher = build_model(schema.ModelSpec(spec.name, spec.options, spec.weights), ctx.image_size, len(ctx.class_names))
+    info: dict[str, Any] = {"source": spec.name, "weights": spec.weights}
+    if spec.epochs > 0:
+        ctx.log(f"  training the teacher {spec.name} for {spec.epochs:g} epochs")
+        config = training.TrainConfig(epochs=spec.epochs, learning_rate=spec.learning_rate, verbose=ctx.verbose)
+        teacher, _ = training.fit(teacher, ctx.train, config, strategy=ctx.strategy, prepare=ctx.prepare())
+        from nlighten_tf.recipes.runner import save_model
+
+        save_model(teacher, workdir / "teacher.h5", qat=False)
+        info["file"] = "teacher.h5"
+    info["accuracy"] = training.evaluate(teacher, ctx.eval)["accuracy"]
+    ctx.log(f"  teacher accuracy {100 * info['accuracy']:.2f}%")
+    return teacher, info
+
+
+def run_distill(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
+    from nlighten_tf.optimize import distill
+
+    teacher, teacher_info = _teacher(stage, ctx, workdir)
+    result = distill.distill(
+        ctx.model, teacher, ctx.train, schema.distill_config(stage.config), schema.train_config(stage.config, ctx.verbose),
+        callbacks=ctx.callbacks(workdir), strategy=ctx.strategy, prepare=ctx.prepare(),
+    )  # fmt: skip
+    return Outcome(result.model, {"teacher": teacher_info, "history": last_values(result.history)})
+
+
+def run_prune(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
+    from nlighten_tf.optimize import prune
+
+    result = prune.prune(
+        ctx.model, ctx.train, schema.prune_config(stage.config), schema.train_config(stage.config, ctx.verbose),
+        strategy=ctx.strategy, callbacks=ctx.callbacks(workdir),
+    )  # fmt: skip
+    return Outcome(result.model, {"report": result.report, "history": last_values(result.history)})
+
+
+def run_cluster(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
+    from nlighten_tf.optimize import cluster
+
+    result = cluster.cluster(
+        ctx.model, ctx.train, schema.cluster_config(stage.config), schema.train_config(stage.config, ctx.verbose),
+        strategy=ctx.strategy, callbacks=ctx.callbacks(workdir),
+    )  # fmt: skip
+    return Outcome(result.model, {"report": result.report, "history": last_values(result.history)})
+
+
+def run_qat(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
+    from nlighten_tf.optimize import quantize
+
+    result = quantize.qat(
+        ctx.model, ctx.train, schema.train_config(stage.config, ctx.verbose), scheme=stage.config.scheme,
+        strategy=ctx.strategy, callbacks=ctx.callbacks(workdir),
+    )  # fmt: skip
+    return Outcome(result.model, {"history": last_values(result.history)}, qat_scheme=result.scheme,
+                   summary=f"scheme {result.scheme}")  # fmt: skip
+
+
+def run_lottery(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
+    from nlighten_tf.optimize import lottery
+    from nlighten_tf.recipes import report
+
+    def on_round(entry: lottery.LotteryRound) -> None:
+        control = f", random control {100 * entry.control_accuracy:.2f}%" if entry.control_accuracy is not None else ""
+        ctx.log(f"  round {entry.round}: {100 * entry.remaining:.1f}% weights remain, accuracy {100 * entry.accuracy:.2f}%{control}")
+
+    rounds = lottery.lottery(
+        ctx.model, ctx.train, ctx.eval, schema.lottery_config(stage.config), schema.train_config(stage.config, ctx.verbose),
+        strategy=ctx.strategy, on_round=on_round, callbacks=ctx.callbacks(workdir),
+    )  # fmt: skip
+    report.write_lottery(rounds, workdir)
+    chosen = rounds[-1] if stage.config.keep == "last" else max(rounds, key=lambda r: r.accuracy)
+    return Outcome(chosen.model, {"rounds": [r.as_dict() for r in rounds], "kept_round": chosen.round},
+                   summary=f"kept round {chosen.round}")  # fmt: skip
+
+
+def run_lowrank(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
+    from nlighten_tf.optimize import lowrank
+
+    result = lowrank.factorize(ctx.model, schema.lowrank_config(stage.config))
+    metrics: dict[str, Any] = {
+        "report": result.report, "params_before": result.params_before, "params_after": result.params_after,
+    }  # fmt: skip
+    model = result.model
+    if stage.config.epochs > 0:
+        model, history = training.fit(
+            model, ctx.train, schema.train_config(stage.config, ctx.verbose), callbacks=ctx.callbacks(workdir),
+            strategy=ctx.strategy, prepare=ctx.prepare(),
+        )  # fmt: skip
+        metrics["history"] = last_values(history)
+    return Outcome(model, metrics, summary=f"{len(result.report)} layers factorised")
+
+
+# --- Export and benchmark -----------------------------------------------------------------
+
+
+def file_weight_stats(path: Path) -> dict[str, Any]:
+    """What the file itself stores: zeros among the prunable weights (CONV_2D / FULLY_CONNECTED
+    kernels, as TFMOT prunes them) and the most distinct values in one output channel."""
+    from nlighten_tf.bench import inspect
+
+    report = inspect.inspect_file(path)
+    prunable = [
+        w for w in report.weights if any(c.split(" ")[0] in ("CONV_2D", "FULLY_CONNECTED") for c in w.consumers)
+    ]
+    total = sum(w.size for w in prunable)
+    zeros = sum(w.sparsity * w.size for w in prunable)
+    per_channel = [w.unique_per_channel for w in prunable if w.unique_per_channel is not None]
+    return {
+        "prunable_zero_fraction": zeros / total if total else 0.0,
+        "max_values_per_channel": max(per_channel) if per_channel else None,
+        "sparse_tensors": report.sparse_weights,
+    }
+
+
+def run_export(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
+    from nlighten_tf.bench import accuracy, suite
+    from nlighten_tf.export import metadata, targets, tflite
+
+    config: schema.ExportStage = stage.config
+    recipe = ctx.recipe
+    classifier = metadata.from_scheme(ctx.class_names, ctx.scheme, (ctx.image_size, ctx.image_size), name=recipe.name)
+    calibration = None
+    # Also for QAT models: their learnt ranges win, but TF 2.21's converter still refuses a
+    # full-integer conversion without a representative dataset for some QAT graphs (PCQAT).
+    if any(targets.get_target(t).needs_calibration for t in config.targets):
+        calibration = tflite.calibration_data(
+            recipe.data.spec, config.calibration_samples, ctx.image_size, preprocessing=ctx.scheme,
+            data_dir=recipe.data.data_dir,
+        )  # fmt: skip
+    exports = []
+    for name in config.targets:
+        target = targets.get_target(name)
+        path = workdir / f"{name}.tflite"
+        io_type = config.io_type if target.quantization == "full" else None
+        if name == "edgetpu" and io_type is None:
+            io_type = "uint8"
+        result = tflite.export(
+            ctx.model, path, name, representative_dataset=calibration, classifier=classifier, io_type=io_type,
+            extra={"recipe": recipe.name, "stage": stage.dirname, "source_stage": ctx.model_stage},
+        )  # fmt: skip
+        raw = path.read_bytes()
+        entry: dict[str, Any] = {
+            "name": f"{stage.dirname}/{name}", "target": name, "file": f"{stage.dirname}/{path.name}",
+            "source_stage": ctx.model_stage, "size_bytes": len(raw), "gzip_bytes": suite.gzip_size(raw),
+            "notes": result.notes, **file_weight_stats(path),
+        }  # fmt: skip
+        if config.evaluate:
+            measured = accuracy.evaluate(
+                path, recipe.data.spec, recipe.data.eval_split, limit=recipe.data.eval_limit, runtime=config.runtime
+            )
+            entry.update(top1=measured["top1"], top5=measured["top5"], examples=measured["examples"],
+                         runtime=measured["runtime"])  # fmt: skip
+        exports.append(entry)
+        top1 = f", top-1 {100 * entry['top1']:.2f}% (interpreter)" if "top1" in entry else ""
+        ctx.log(
+            f"  {name}: {entry['size_bytes']:,} bytes (gzip {entry['gzip_bytes']:,}), "
+            f"{100 * entry['prunable_zero_fraction']:.1f}% of prunable weights zero{top1}"
+        )
+    return Outcome(metrics={"exports": exports}, exports=exports, summary=", ".join(config.targets))
+
+
+BENCH_ROW_KEYS = ("name", "threads", "size_bytes", "gzip_bytes", "init_ms", "min_ms", "median_ms", "p90_ms",
+                  "speedup_vs_first", "peak_rss_mb", "top1", "top5", "runtime", "xnnpack", "fallback")  # fmt: skip
+
+
+def run_benchmark(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
+    from nlighten_tf.bench import suite
+
+    config: schema.BenchmarkStage = stage.config
+    files = [ctx.run_dir / e["file"] for e in ctx.exports]
+    result = suite.run(
+        [os.fspath(f) for f in files], threads=config.threads, runs=config.runs, warmup=config.warmup,
+        runtime=config.runtime, xnnpack=config.xnnpack, data=None, rss=config.rss,
+    )  # fmt: skip
+    # The export stages measured accuracy through the interpreter already: reuse it for the
+    # table and the accuracy-vs-size plot instead of a second pass over the evaluation split.
+    by_file = {os.fspath(f): e for f, e in zip(files, ctx.exports, strict=True)}
+    for row in result["rows"]:
+        export = by_file.get(row["model"], {})
+        row.update(top1=export.get("top1"), top5=export.get("top5"))
+        row["export"] = export.get("name")
+    written = suite.write(result, workdir)
+    rows = [{**{k: row.get(k) for k in BENCH_ROW_KEYS}, "export": row["export"]} for row in result["rows"]]
+    return Outcome(metrics={
+        "rows": rows, "settings": result["settings"], "fallbacks": result["fallbacks"],
+        "files": {kind: Path(p).name for kind, p in written.items()},
+    }, summary=f"{len(files)} files")  # fmt: skip
+
+
+EXECUTORS: dict[str, Callable[[Stage, Context, Path], Outcome]] = {
+    "train": run_train, "distill": run_distill, "prune": run_prune, "cluster": run_cluster, "qat": run_qat,
+    "lottery": run_lottery, "lowrank": run_lowrank, "export": run_export, "benchmark": run_benchmark,
+}  # fmt: skip
+
+
+# --- Measuring a Keras model --------------------------------------------------------------
+
+
+def model_metrics(model: tf_keras.Model, ctx: Context) -> dict[str, Any]:
+    """Accuracy on the evaluation split and what the kernels carry (sparsity, clusters)."""
+    from nlighten_tf.keras_utils import unwrap
+
+    results = training.evaluate(model, ctx.eval)
+    prunable = {
+        unwrap(layer).name for layer in model.layers
+        if not isinstance(unwrap(layer), tf_keras.layers.DepthwiseConv2D)
+    }  # fmt: skip
+    everything = weight_stats.sparsity_report(model)
+    kernels = weight_stats.kernels(model, prunable)
+    unique = [int(np.unique(v).size) for v in kernels.values() if v.size >= weight_stats.CLUSTER_CHECK_MIN_SIZE]
+    zeros = sum(int(np.count_nonzero(v == 0)) for v in kernels.values())
+    size = sum(int(v.size) for v in kernels.values())
+    clustered: bool | None = weight_stats.is_clustered(model)
+    if any("Quantize" in type(layer).__name__ for layer in model.layers):
+        # Inside QAT wrappers the float kernels are not what gets exported (PCQAT trains the
+        # centroids): sparsity holds, value counts do not. The export stage measures the file.
+        unique, clustered = [], None
+    return {
+        "accuracy": results.get("accuracy"), "top5": results.get("top5"), "loss": results.get("loss"),
+        "global_sparsity": everything["global_sparsity"], "prunable_sparsity": zeros / size if size else 0.0,
+        "max_unique_values": max(unique) if unique else None, "clustered": clustered,
+        "params": models.count_params(model),
+    }  # fmt: skip
+
+
+def describe(stage: Stage) -> str:
+    """The stage's key settings, for its first log line."""
+    config = stage.config
+    keys = {
+        "train": ("epochs", "learning_rate", "optimizer"), "distill": ("epochs", "learning_rate", "alpha", "temperature"),
+        "prune": ("target_sparsity", "policy", "epochs", "learning_rate"),
+        "cluster": ("number_of_clusters", "centroid_init", "epochs", "learning_rate"),
+        "qat": ("scheme", "epochs", "learning_rate"), "lottery": ("rounds", "prune_fraction", "epochs"),
+        "lowrank": ("energy", "epochs"), "export": ("targets",), "benchmark": ("threads", "runs"),
+    }.get(stage.type, ())  # fmt: skip
+    parts = []
+    for key in keys:
+        value = getattr(config, key)
+        parts.append(f"{key}={','.join(map(str, value)) if isinstance(value, list) else f'{value:g}' if isinstance(value, float) else value}")
+    return " ".join(parts)
+
+
+def data_for(recipe: Recipe) -> tuple[tf.data.Dataset, tf.data.Dataset, data.DatasetInfo, str]:
+    """(train, eval, train info, scheme) for the recipe's data and model."""
+    spec = recipe.data
+    common = dict(image_size=spec.image_size, batch_size=spec.batch_size, model=recipe.model.name,
+                  data_dir=spec.data_dir, cache=spec.cache)  # fmt: skip
+    train, info = data.load(spec.spec, spec.train_split, augment=spec.augment, seed=recipe.seed,
+                            limit=spec.train_limit, **common)  # fmt: skip
+    evaluation, eval_info = data.load(spec.spec, spec.eval_split, limit=spec.eval_limit, **common)
+    if eval_info.num_classes != info.num_classes:
+        raise data.DataError(
+            f"{spec.spec}: split {spec.eval_split!r} has {eval_info.num_classes} classes but {spec.train_split!r} "
+            f"has {info.num_classes}"
+        )
+    return train, evaluation, info, info.preprocessing or data.resolve_scheme(model=recipe.model.name)

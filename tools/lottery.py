@@ -1,0 +1,80 @@
+"""The lottery-ticket loop without a recipe: train, prune a fraction of the surviving weights,
+rewind, retrain, for several rounds, with a random-reinitialisation control per round.
+
+  python tools/lottery.py --model=mobilenet_v2 --model_option=width_multiplier=0.35 --data=digits \
+      --rounds=4 --prune_fraction=0.2 --epochs=4 [--output_dir=lottery_results]
+
+Writes lottery.json, lottery.md and lottery.png (accuracy vs remaining weights, with the
+random-control line) to --output_dir.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+
+import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "mobilenet_v2", "Model registry name.")
+flags.DEFINE_multi_string("model_option", ["width_multiplier=0.35"], "Registry build option key=value, repeatable.")
+flags.DEFINE_string("data", "digits", "Data spec.")
+flags.DEFINE_string("eval_split", "test", "Split the rounds are evaluated on.")
+flags.DEFINE_integer("image_size", 32, "Input resolution (>= 32).")
+flags.DEFINE_integer("batch_size", 64, "Batch size.")
+flags.DEFINE_integer("train_limit", None, "Only the first N training examples.")
+flags.DEFINE_integer("rounds", 3, "Pruning rounds after the dense round 0.")
+flags.DEFINE_float("prune_fraction", 0.2, "Fraction of the surviving weights removed per round.")
+flags.DEFINE_integer("rewind_steps", 0, "0: rewind to initialisation; k: late rewinding to step k.")
+flags.DEFINE_bool("random_control", True, "Also train each round's masks from a fresh random initialisation.")
+flags.DEFINE_enum("policy", "all", ["all", "xnnpack", "conv1x1", "dense"], "Which kernels are pruned.")
+flags.DEFINE_float("epochs", 2.0, "Training epochs per round.")
+flags.DEFINE_float("learning_rate", 2e-3, "Peak learning rate.")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_string("output_dir", "lottery_results", "Where lottery.json / .md / .png go.")
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    import tf_keras
+
+    from nlighten_tf import data, models
+    from nlighten_tf.optimize import lottery, training
+    from nlighten_tf.optimize.selection import LayerSelection
+    from nlighten_tf.recipes import report
+    from nlighten_tf.recipes.overrides import parse_key_values
+    from nlighten_tf.recipes.runner import keras_verbosity
+
+    try:
+        options = parse_key_values(FLAGS.model_option, "--model_option")
+        config = lottery.LotteryConfig(
+            rounds=FLAGS.rounds, prune_fraction=FLAGS.prune_fraction, rewind_steps=FLAGS.rewind_steps,
+            random_control=FLAGS.random_control, selection=LayerSelection(policy=FLAGS.policy),
+        )  # fmt: skip
+        train_config = training.TrainConfig(epochs=FLAGS.epochs, learning_rate=FLAGS.learning_rate,
+                                            verbose=0 if keras_verbosity() == 2 else 1)  # fmt: skip
+        common = dict(image_size=FLAGS.image_size, batch_size=FLAGS.batch_size, model=FLAGS.model, cache=True)
+        train, info = data.load(FLAGS.data, "train", seed=FLAGS.seed, limit=FLAGS.train_limit, **common)
+        evaluation, _ = data.load(FLAGS.data, FLAGS.eval_split, **common)
+        tf_keras.utils.set_random_seed(FLAGS.seed)
+        model = models.build(FLAGS.model, input_shape=(FLAGS.image_size, FLAGS.image_size, 3),
+                             num_classes=info.num_classes, **options)  # fmt: skip
+    except ValueError as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+
+    def on_round(entry) -> None:
+        control = f", random control {100 * entry.control_accuracy:.2f}%" if entry.control_accuracy is not None else ""
+        print(f"round {entry.round}: {100 * entry.remaining:.1f}% of weights remain, "
+              f"accuracy {100 * entry.accuracy:.2f}%{control}", flush=True)  # fmt: skip
+
+    rounds = lottery.lottery(model, train, evaluation, config, train_config, on_round=on_round)
+    for kind, path in report.write_lottery(rounds, FLAGS.output_dir).items():
+        print(f"wrote {kind}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,80 @@
+"""Runs a collaborative-optimization recipe stage by stage (see recipes/README.md).
+
+  python tools/optimize.py --recipe=recipes/quickstart.yaml [--output_dir=runs] [--resume] \
+      [--override=data.spec=digits --override=stages.prune.epochs=1] [--strategy=mirrored] [--dry_run]
+
+Each stage writes its model, metrics.json and TensorBoard logs under <output_dir>/<name>/NN-stage/
+(atomically), and the run's report.md is regenerated after every stage. --resume skips the
+completed stages. Ctrl-C leaves no half-written stage (exit status 130).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+from absl import app, flags, logging
+
+import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
+from nlighten_tf.recipes import schema
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("recipe", "recipes/quickstart.yaml", "The recipe YAML file.")
+flags.DEFINE_string("output_dir", "runs", "Runs go to <output_dir>/<recipe name>/.")
+flags.DEFINE_bool("resume", False, "Continue an interrupted run: skip its completed stages.")
+flags.DEFINE_multi_string(
+    "override", [], "key=value changes to the recipe (repeatable): data.spec=digits, stages.2.prune.epochs=1, "
+    "stages.prune.target_sparsity=0.5, model.options.width_coefficient=0.5."
+)  # fmt: skip
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "tf.distribute strategy for training.")
+flags.DEFINE_bool("dry_run", False, "Validate, print the resolved plan and exit.")
+
+
+def _fail(message: str) -> int:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
+
+
+def _raise_interrupt(signum, frame) -> None:
+    # SIGTERM (e.g. a scheduler stopping the job) cleans up like Ctrl-C.
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        return _fail(f"unexpected arguments {' '.join(argv[1:])}; use --recipe=PATH and --override=key=value")
+    logging.set_verbosity(logging.WARNING)  # the converter's SavedModel chatter hides our output
+    try:
+        recipe = schema.load(FLAGS.recipe, FLAGS.override)
+    except schema.RecipeError as error:
+        return _fail(error)
+    from nlighten_tf.recipes import runner
+
+    if FLAGS.dry_run:
+        print(runner.plan(recipe, FLAGS.output_dir))
+        return 0
+    from nlighten_tf import data
+    from nlighten_tf.models.weights import WeightsError
+
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    start = time.time()
+    try:
+        result = runner.run(recipe, FLAGS.output_dir, resume=FLAGS.resume, strategy=FLAGS.strategy)
+    except runner.RunInterrupted as error:
+        print(f"\n{error}", file=sys.stderr, flush=True)
+        return 130
+    except KeyboardInterrupt:  # between stages or while loading the data
+        print("\ninterrupted; rerun with --resume to continue", file=sys.stderr, flush=True)
+        return 130
+    except (schema.RecipeError, runner.RunError, data.DataError, WeightsError, FileNotFoundError) as error:
+        return _fail(error)
+    print()
+    print(result.report.read_text())
+    print(f"finished in {time.time() - start:.0f} s: ran {len(result.ran)} stage(s), skipped {len(result.skipped)}")
+    print(f"report: {result.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
