@@ -3,16 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.export import artifacts
-
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def export_target(tmp_path_factory):
-    return lambda target: artifacts.exported(tmp_path_factory, target)
 
 
 def run_tool(*args):
