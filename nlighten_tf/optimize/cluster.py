@@ -9,9 +9,9 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from nlighten_tf.keras_utils import copy_model, unwrap
+from nlighten_tf.keras_utils import unwrap
 from nlighten_tf.optimize import training, weight_stats
-from nlighten_tf.optimize.selection import LayerSelection
+from nlighten_tf.optimize.selection import LayerSelection, wrap_selected
 
 _clustering = tfmot.clustering.keras
 CENTROID_INITS = {
@@ -50,23 +50,14 @@ def apply_clustering(model: tf_keras.Model, config: ClusterConfig) -> tf_keras.M
     preserve = weight_stats.is_sparse(model) if config.preserve_sparsity is None else config.preserve_sparsity
 
     def wrap(layer):
-        if layer.name not in names:
-            return layer
-        clusters = int(config.selection.target_for(layer, config.number_of_clusters))
-        try:
-            return _clustering.cluster_weights(
-                layer,
-                number_of_clusters=clusters,
-                cluster_centroids_init=CENTROID_INITS[config.centroid_init],
-                preserve_sparsity=preserve,
-            )
-        except ValueError as error:
-            raise ValueError(
-                f"layer {layer.name!r} ({type(layer).__name__}) cannot be clustered by TFMOT: {error}. "
-                f"Skip it with exclude='^{layer.name}$'."
-            ) from None
+        return _clustering.cluster_weights(
+            layer,
+            number_of_clusters=int(config.selection.target_for(layer, config.number_of_clusters)),
+            cluster_centroids_init=CENTROID_INITS[config.centroid_init],
+            preserve_sparsity=preserve,
+        )
 
-    return tf_keras.models.clone_model(copy_model(model), clone_function=wrap)
+    return wrap_selected(model, names, wrap, "clustered", "")
 
 
 def strip(model: tf_keras.Model) -> tf_keras.Model:

@@ -14,9 +14,9 @@ import tensorflow as tf
 import tensorflow_model_optimization as tfmot
 import tf_keras
 
-from nlighten_tf.keras_utils import copy_model, unwrap
+from nlighten_tf.keras_utils import unwrap
 from nlighten_tf.optimize import training, weight_stats
-from nlighten_tf.optimize.selection import LayerSelection
+from nlighten_tf.optimize.selection import LayerSelection, wrap_selected
 
 SCHEDULES = ("polynomial", "constant")
 TOLERANCE = 0.01
@@ -112,21 +112,13 @@ def apply_pruning(model: tf_keras.Model, config: PruneConfig, plan: training.Ste
     steps = lay_out_schedule(config, plan)
 
     def wrap(layer):
-        if layer.name not in names:
-            return layer
         target = config.selection.target_for(layer, config.target_sparsity)
         kwargs = {"pruning_schedule": make_schedule(config, steps, target)}
         if config.m_by_n:
             kwargs["sparsity_m_by_n"] = tuple(config.m_by_n)
-        try:
-            return _sparsity.prune_low_magnitude(layer, **kwargs)
-        except ValueError as error:
-            raise ValueError(
-                f"layer {layer.name!r} ({type(layer).__name__}) cannot be pruned by TFMOT: {error}. "
-                f"Skip it with exclude='^{layer.name}$', or choose policy 'conv1x1' or 'xnnpack'."
-            ) from None
+        return _sparsity.prune_low_magnitude(layer, **kwargs)
 
-    return tf_keras.models.clone_model(copy_model(model), clone_function=wrap)
+    return wrap_selected(model, names, wrap, "pruned", ", or choose policy 'conv1x1' or 'xnnpack'")
 
 
 def strip(model: tf_keras.Model) -> tf_keras.Model:

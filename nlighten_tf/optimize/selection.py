@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import tensorflow_model_optimization as tfmot
 import tf_keras
 from tf_keras import layers
 
-from nlighten_tf.keras_utils import kernel_of, unwrap
+from nlighten_tf.keras_utils import copy_model, kernel_of, unwrap
 
 POLICIES = ("all", "xnnpack", "conv1x1", "dense")
 
@@ -96,3 +96,27 @@ class LayerSelection:
             )
         return chosen
 
+
+
+def wrap_selected(
+    model: tf_keras.Model,
+    names: set[str],
+    wrap: Callable[[layers.Layer], layers.Layer],
+    action: str,
+    hint: str,
+) -> tf_keras.Model:
+    """A copy of `model` whose layers named in `names` are replaced by `wrap(layer)` (a TFMOT
+    wrapper); a layer TFMOT refuses is named in the error with `hint` on how to skip it."""
+
+    def clone_function(layer: layers.Layer) -> layers.Layer:
+        if layer.name not in names:
+            return layer
+        try:
+            return wrap(layer)
+        except ValueError as error:
+            raise ValueError(
+                f"layer {layer.name!r} ({type(layer).__name__}) cannot be {action} by TFMOT: {error}. "
+                f"Skip it with exclude='^{layer.name}$'{hint}."
+            ) from None
+
+    return tf_keras.models.clone_model(copy_model(model), clone_function=clone_function)
