@@ -4,25 +4,24 @@ the markdown/JSON output conventions."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
 import tf_keras
 from tf_keras import layers
 
-
-def is_1x1_conv(layer: layers.Layer) -> bool:
-    return (
-        isinstance(layer, layers.Conv2D) and not isinstance(layer, layers.DepthwiseConv2D)
-        and tuple(layer.kernel_size) == (1, 1)
-    )  # fmt: skip
+from nlighten_tf.export import atomic
+from nlighten_tf.optimize.selection import is_pointwise_conv
 
 
 def is_prunable(layer: layers.Layer) -> bool:
-    # TFMOT's prune_low_magnitude targets: Conv2D (any kernel), DepthwiseConv2D, Dense. In
-    # tf_keras DepthwiseConv2D is not a Conv2D subclass, so it is named explicitly.
+    # Every conv, depthwise and dense kernel. In tf_keras DepthwiseConv2D is not a Conv2D
+    # subclass, so it is named explicitly. (TFMOT itself prunes no depthwise kernels.)
     return isinstance(layer, layers.Conv2D | layers.DepthwiseConv2D | layers.Dense)
 
 
-def prune(model: tf_keras.Model, sparsity: float, select=is_1x1_conv) -> None:
+def prune(model: tf_keras.Model, sparsity: float, select=is_pointwise_conv) -> None:
     """Zeroes the smallest-|w| `sparsity` fraction of each selected layer's kernel, per layer
     (1x1 convolutions only by default, as TFMOT's PruneForLatencyOnXNNPack does)."""
     for layer in model.layers:
@@ -56,3 +55,13 @@ def cluster(model: tf_keras.Model, clusters: int, select=is_prunable) -> None:
         snapped = centroids[np.argmin(np.abs(kernel[..., None] - centroids), axis=-1)]
         weights[0] = np.where(kernel == 0, 0.0, snapped).astype(kernel.dtype)
         layer.set_weights(weights)
+
+
+def write_results(output_dir: str, stem: str, payload: dict, text: str, start: float) -> None:
+    """Writes <stem>.json (payload + seconds) and <stem>.md atomically, prints the table and where."""
+    out = Path(output_dir)
+    seconds = time.time() - start
+    atomic.write_json(out / f"{stem}.json", {**payload, "seconds": seconds})
+    atomic.write_text(out / f"{stem}.md", text)
+    print(text)
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')} ({seconds:.0f} s)")

@@ -25,7 +25,7 @@ from benchmarks import common  # noqa: E402
 from nlighten_tf import data, models  # noqa: E402
 from nlighten_tf.bench import inspect  # noqa: E402
 from nlighten_tf.bench.report import markdown_table  # noqa: E402
-from nlighten_tf.export import atomic, tflite  # noqa: E402
+from nlighten_tf.export import tflite  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "efficientnet_lite0", "Zoo model.")
@@ -94,12 +94,8 @@ def main(argv: list[str]) -> int:
         f"{FLAGS.model} weights={FLAGS.weights}; sizes in bytes; gzip -9.", "",
         markdown_table(rows), "", verdict, "",
     ])  # fmt: skip
-    out = Path(FLAGS.output_dir)
-    atomic.write_json(out / "compression.json", {"model": FLAGS.model, "weights": FLAGS.weights, "rows": rows,
-                                                "goal": GOAL, "verdict": verdict, "seconds": time.time() - start})  # fmt: skip
-    atomic.write_text(out / "compression.md", text)
-    print(text)
-    print(f"wrote {out / 'compression.json'} and {out / 'compression.md'} ({time.time() - start:.0f} s)")
+    payload = {"model": FLAGS.model, "weights": FLAGS.weights, "rows": rows, "goal": GOAL, "verdict": verdict}
+    common.write_results(FLAGS.output_dir, "compression", payload, text, start)
     return 0
 
 

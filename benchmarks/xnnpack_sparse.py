@@ -27,7 +27,7 @@ from benchmarks import common  # noqa: E402
 from nlighten_tf import models  # noqa: E402
 from nlighten_tf.bench import inspect, latency  # noqa: E402
 from nlighten_tf.bench.report import markdown_table  # noqa: E402
-from nlighten_tf.export import atomic, tflite  # noqa: E402
+from nlighten_tf.export import tflite  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["mobilenet_v2", "efficientnet_lite0"], "Zoo models to measure.")
@@ -121,12 +121,8 @@ def main(argv: list[str]) -> int:
         "", markdown_table(rows), "", "Eligibility verdicts:", *verdict_lines, "",
     ])  # fmt: skip
     settings = {k: FLAGS[k].value for k in ("models", "sparsities", "threads", "repetitions", "runs", "warmup", "input_size")}
-    out = Path(FLAGS.output_dir)
-    atomic.write_json(out / "xnnpack_sparse.json", {"settings": settings, "rows": rows, "models": details,
-                                                   "seconds": time.time() - start})  # fmt: skip
-    atomic.write_text(out / "xnnpack_sparse.md", text)
-    print(text)
-    print(f"wrote {out / 'xnnpack_sparse.json'} and {out / 'xnnpack_sparse.md'} ({time.time() - start:.0f} s)")
+    common.write_results(FLAGS.output_dir, "xnnpack_sparse", {"settings": settings, "rows": rows, "models": details},
+                         text, start)
     return 0
 
 

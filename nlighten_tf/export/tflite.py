@@ -68,26 +68,23 @@ def prepare_for_export(model: tf_keras.Model) -> tuple[tf_keras.Model, list[str]
     types = _layer_types(model)
     notes: list[str] = []
     if types & (_PRUNE_LAYERS | _CLUSTER_LAYERS):
-        import tensorflow_model_optimization as tfmot
+        from nlighten_tf.optimize import cluster, prune
 
-        if types & _PRUNE_LAYERS:
+        strippers = (
+            (_PRUNE_LAYERS, prune.strip, "pruning", "strip_pruning", "zeros kept in the kernels"),
+            (_CLUSTER_LAYERS, cluster.strip, "clustering", "strip_clustering", "kernels hold the cluster values"),
+        )
+        for wrapper_types, strip, what, tfmot_name, kept in strippers:
+            if not _layer_types(model) & wrapper_types:
+                continue
             try:
-                model = tfmot.sparsity.keras.strip_pruning(model)
+                model = strip(model)
             except Exception as error:
                 raise ExportError(
-                    f"could not strip TFMOT pruning wrappers ({error}); strip them with "
-                    "tfmot.sparsity.keras.strip_pruning before export"
+                    f"could not strip TFMOT {what} wrappers ({error}); strip them with "
+                    f"tfmot.{'sparsity' if what == 'pruning' else 'clustering'}.keras.{tfmot_name} before export"
                 ) from error
-            notes.append("stripped TFMOT pruning wrappers (strip_pruning): zeros kept in the kernels")
-        if _layer_types(model) & _CLUSTER_LAYERS:
-            try:
-                model = tfmot.clustering.keras.strip_clustering(model)
-            except Exception as error:
-                raise ExportError(
-                    f"could not strip TFMOT clustering wrappers ({error}); strip them with "
-                    "tfmot.clustering.keras.strip_clustering before export"
-                ) from error
-            notes.append("stripped TFMOT clustering wrappers (strip_clustering): kernels hold the cluster values")
+            notes.append(f"stripped TFMOT {what} wrappers ({tfmot_name}): {kept}")
     qat = bool(_layer_types(model) & _QAT_LAYERS)
     if qat:
         notes.append(
