@@ -108,3 +108,18 @@ def test_export_is_atomic_on_failure(tmp_path, monkeypatch):
     with pytest.raises(tflite.ExportError):
         tflite.export(artifacts.mini_cnn(), target, "fp32")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_clustering_wrappers_are_stripped_before_export(tmp_path):
+    import tensorflow_model_optimization as tfmot
+
+    clustered = tfmot.clustering.keras.cluster_weights(
+        artifacts.mini_cnn(), number_of_clusters=3,
+        cluster_centroids_init=tfmot.clustering.keras.CentroidInitialization.LINEAR,
+    )  # fmt: skip
+    result = tflite.export(clustered, tmp_path / "clustered.tflite", "fp32", sidecar=False)
+    assert any("strip_clustering" in note for note in result.notes)
+    model, _, is_qat = tflite.prepare_for_export(clustered)
+    assert not is_qat
+    assert not [layer for layer in model.layers if "Cluster" in type(layer).__name__]
+    assert runtime.load(result.path).output_details["shape"][-1] == 10
