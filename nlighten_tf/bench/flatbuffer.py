@@ -43,6 +43,11 @@ def op_name(code: int) -> str:
     return _enum_names("BuiltinOperator").get(code, f"BUILTIN_{code}")
 
 
+def enum_name(enum_class_name: str, value: int) -> str:
+    """The schema's name for an enum value, e.g. enum_name("ActivationFunctionType", 3) == "RELU6"."""
+    return _enum_names(enum_class_name).get(value, f"{enum_class_name}_{value}")
+
+
 def dtype_name(tensor_type: int) -> str:
     return _enum_names("TensorType").get(tensor_type, f"TYPE_{tensor_type}").lower()
 
@@ -105,6 +110,12 @@ class Graph:
     def shape(self, tensor_index: int) -> tuple[int, ...]:
         shape = self.tensors[tensor_index].shape
         return tuple(int(d) for d in shape) if shape is not None else ()
+
+    def shape_signature(self, tensor_index: int) -> tuple[int, ...]:
+        """The shape with -1 for dimensions unknown at conversion (the converter's `shape_signature`;
+        the stored `shape` holds the size the interpreter allocates, e.g. batch 1 for -1)."""
+        signature = self.tensors[tensor_index].shapeSignature
+        return tuple(int(d) for d in signature) if signature is not None else self.shape(tensor_index)
 
     def values(self, tensor_index: int) -> np.ndarray:
         """Dense values of a constant tensor, decoding sparse storage (DENSIFY inputs)."""

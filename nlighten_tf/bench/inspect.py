@@ -115,6 +115,28 @@ def weight_source(graph: Graph, tensor_index: int) -> int | None:
     return None
 
 
+def op_madds(graph: Graph, index: int) -> int:
+    """Multiply-adds of one op from its tensor shapes, with the convention of
+    `nlighten_tf.models.complexity` (the Keras-side count): convolutions, depthwise convolutions,
+    transposed convolutions and fully-connected layers; 0 for every other op."""
+    op_type = graph.op_types[index]
+    op = graph.operators[index]
+    if op_type not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV") or op.inputs is None:
+        return 0
+    output = graph.shape(int(op.outputs[0]))
+    if op_type == "TRANSPOSE_CONV":  # inputs: output_shape, weights OHWI, input
+        weights, data = graph.shape(int(op.inputs[1])), graph.shape(int(op.inputs[2]))
+        return int(np.prod(data[:-1], dtype=np.int64)) * int(np.prod(weights, dtype=np.int64))
+    weights = graph.shape(int(op.inputs[1]))
+    if not output or not weights:
+        return 0
+    if op_type == "CONV_2D":  # weights OHWI: every output value takes kh*kw*in_channels MACs
+        return int(np.prod(output, dtype=np.int64)) * int(np.prod(weights[1:], dtype=np.int64))
+    if op_type == "DEPTHWISE_CONV_2D":  # weights 1HWC: kh*kw MACs per output value
+        return int(np.prod(output, dtype=np.int64)) * weights[1] * weights[2]
+    return int(np.prod(output, dtype=np.int64)) * weights[-1]  # FULLY_CONNECTED: weights [out, in]
+
+
 def analyse_weights(graph: Graph) -> list[WeightInfo]:
     """Every constant tensor of rank >= 2 that feeds a compute op (weights, not shapes/biases)."""
     consumers: dict[int, list[int]] = collections.defaultdict(list)

@@ -112,6 +112,16 @@ def markdown(recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], tot
                 "max_values_per_channel": "values_per_channel",
             }), EXPORT_COLUMNS),  # fmt: skip
         ]
+    edgetpu = [m for m in metrics if m.get("edgetpu")]
+    if edgetpu:
+        lines += ["", "## Edge TPU", ""]
+        for m in edgetpu:
+            result = m["edgetpu"]
+            lines += [
+                f"- `{result['model']}`: {result['verdict']}",
+                f"  compiled: {'yes' if result['compiled'] else 'no'} ({result['reason']}); "
+                f"op-by-op analysis: `{m['stage']}/compat.txt`",
+            ]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{name}]({path})" for name, path in plots.items()]
     text = "\n".join(lines)

@@ -195,7 +195,17 @@ class BenchmarkStage:
 
 @dataclasses.dataclass
 class EdgeTPUStage:
-    pass
+    """Exports the dense full-integer `edgetpu` target, analyses it op by op and compiles it
+    with edgetpu_compiler when that is installed (nlighten_tf.edgetpu.run)."""
+
+    calibration_samples: int = 200
+    io_type: str = "uint8"  # Coral's examples feed uint8; int8 also compiles
+    evaluate: bool = True  # top-1/top-5 of the dense int8 file through the interpreter
+    runtime: str = "auto"
+    compile: bool = True  # False: the offline analysis only
+    num_segments: int | None = None  # split for pipelining over several Edge TPUs
+    min_runtime_version: int | None = None
+    timeout: int = 180  # seconds for the compiler
 
 
 STAGE_CLASSES: dict[str, type] = {
@@ -437,11 +447,6 @@ def _check_model(where: str, spec: ModelSpec) -> None:
 def _check_stage(source: str, stage: Stage, recipe_data: DataSpec) -> None:
     where = f"{source}: {stage.label}"
     config = stage.config
-    if stage.type == "edgetpu":
-        raise RecipeError(
-            f"{where}: the edgetpu stage (edgetpu_compiler + op-by-op report) is not available yet; "
-            "export the 'edgetpu' target with an export stage and compile it with edgetpu_compiler yourself"
-        )
     if isinstance(config, TrainParams):
         if stage.type == "lowrank":
             if config.epochs < 0:
@@ -489,10 +494,17 @@ def _check_stage(source: str, stage: Stage, recipe_data: DataSpec) -> None:
                 raise RecipeError(f"{where}: key 'targets': unknown export target {target!r}; valid: {', '.join(TARGETS)}")
         if len(set(config.targets)) != len(config.targets):
             raise RecipeError(f"{where}: key 'targets': a target is listed twice")
-        if config.calibration_samples < 1:
-            raise RecipeError(f"{where}: key 'calibration_samples': must be >= 1, got {config.calibration_samples}")
         if config.io_type not in (None, "int8", "uint8"):
             raise RecipeError(f"{where}: key 'io_type': must be int8, uint8 or null, got {config.io_type!r}")
+    if stage.type in ("export", "edgetpu") and config.calibration_samples < 1:
+        raise RecipeError(f"{where}: key 'calibration_samples': must be >= 1, got {config.calibration_samples}")
+    if stage.type == "edgetpu":
+        if config.io_type not in ("int8", "uint8"):
+            raise RecipeError(f"{where}: key 'io_type': the Edge TPU takes int8 or uint8, got {config.io_type!r}")
+        if config.num_segments is not None and config.num_segments < 1:
+            raise RecipeError(f"{where}: key 'num_segments': must be >= 1 or null, got {config.num_segments}")
+        if config.timeout < 1:
+            raise RecipeError(f"{where}: key 'timeout': seconds, must be >= 1, got {config.timeout}")
     if stage.type == "benchmark":
         if not config.threads or any(t < 1 for t in config.threads):
             raise RecipeError(f"{where}: key 'threads': positive integers, got {config.threads}")
@@ -540,13 +552,15 @@ def check_order(recipe: Recipe) -> None:
                     f"{where}: key 'scheme': {scheme!r} after {what} would undo it; use "
                     + " or ".join(sorted(allowed))
                 )
-        if stage.type == "export" and not trained:
+        if stage.type in ("export", "edgetpu") and not trained:
             raise RecipeError(
-                f"{where}: export needs a model: add a training stage (train, distill, ...) before it, "
+                f"{where}: {stage.type} needs a model: add a training stage (train, distill, ...) before it, "
                 "or start from trained weights (model.weights)"
             )
-        if stage.type == "benchmark" and "export" not in kinds:
-            raise RecipeError(f"{where}: benchmark needs an earlier export stage (it measures the .tflite files)")
+        if stage.type == "benchmark" and not kinds & {"export", "edgetpu"}:
+            raise RecipeError(
+                f"{where}: benchmark needs an earlier export or edgetpu stage (it measures the .tflite files)"
+            )
         if stage.type in TRAINING_STAGES:
             trained = True
         seen.append(stage)

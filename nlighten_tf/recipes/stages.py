@@ -220,51 +220,91 @@ def file_weight_stats(path: Path) -> dict[str, Any]:
     }
 
 
-def run_export(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
-    from nlighten_tf.bench import accuracy, suite
-    from nlighten_tf.export import metadata, targets, tflite
+def _calibration(ctx: Context, samples: int):
+    from nlighten_tf.export import tflite
 
-    config: schema.ExportStage = stage.config
+    return tflite.calibration_data(
+        ctx.recipe.data.spec, samples, ctx.image_size, preprocessing=ctx.scheme, data_dir=ctx.recipe.data.data_dir
+    )
+
+
+def export_one(
+    ctx: Context, stage: Stage, workdir: Path, target_name: str, *, calibration, io_type: str | None,
+    evaluate: bool, runtime: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Exports the current model to one target in `workdir`; the entry the report and the
+    benchmark stage read (sizes, what the file stores, accuracy through the interpreter)."""
+    from nlighten_tf.bench import accuracy, suite
+    from nlighten_tf.export import metadata, tflite
+
     recipe = ctx.recipe
     classifier = metadata.from_scheme(ctx.class_names, ctx.scheme, (ctx.image_size, ctx.image_size), name=recipe.name)
+    path = workdir / f"{target_name}.tflite"
+    result = tflite.export(
+        ctx.model, path, target_name, representative_dataset=calibration, classifier=classifier, io_type=io_type,
+        extra={"recipe": recipe.name, "stage": stage.dirname, "source_stage": ctx.model_stage},
+    )  # fmt: skip
+    raw = path.read_bytes()
+    entry: dict[str, Any] = {
+        "name": f"{stage.dirname}/{target_name}", "target": target_name, "file": f"{stage.dirname}/{path.name}",
+        "source_stage": ctx.model_stage, "size_bytes": len(raw), "gzip_bytes": suite.gzip_size(raw),
+        "notes": result.notes, **file_weight_stats(path),
+    }  # fmt: skip
+    if evaluate:
+        measured = accuracy.evaluate(path, recipe.data.spec, recipe.data.eval_split, limit=recipe.data.eval_limit,
+                                     runtime=runtime)  # fmt: skip
+        entry.update(top1=measured["top1"], top5=measured["top5"], examples=measured["examples"],
+                     runtime=measured["runtime"])  # fmt: skip
+    top1 = f", top-1 {100 * entry['top1']:.2f}% (interpreter)" if "top1" in entry else ""
+    ctx.log(
+        f"  {target_name}: {entry['size_bytes']:,} bytes (gzip {entry['gzip_bytes']:,}), "
+        f"{100 * entry['prunable_zero_fraction']:.1f}% of prunable weights zero{top1}"
+    )
+    return entry
+
+
+def run_export(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
+    from nlighten_tf.export import targets
+
+    config: schema.ExportStage = stage.config
     calibration = None
     # Also for QAT models: their learnt ranges win, but TF 2.21's converter still refuses a
     # full-integer conversion without a representative dataset for some QAT graphs (PCQAT).
     if any(targets.get_target(t).needs_calibration for t in config.targets):
-        calibration = tflite.calibration_data(
-            recipe.data.spec, config.calibration_samples, ctx.image_size, preprocessing=ctx.scheme,
-            data_dir=recipe.data.data_dir,
-        )  # fmt: skip
+        calibration = _calibration(ctx, config.calibration_samples)
     exports = []
     for name in config.targets:
-        target = targets.get_target(name)
-        path = workdir / f"{name}.tflite"
-        io_type = config.io_type if target.quantization == "full" else None
+        io_type = config.io_type if targets.get_target(name).quantization == "full" else None
         if name == "edgetpu" and io_type is None:
             io_type = "uint8"
-        result = tflite.export(
-            ctx.model, path, name, representative_dataset=calibration, classifier=classifier, io_type=io_type,
-            extra={"recipe": recipe.name, "stage": stage.dirname, "source_stage": ctx.model_stage},
-        )  # fmt: skip
-        raw = path.read_bytes()
-        entry: dict[str, Any] = {
-            "name": f"{stage.dirname}/{name}", "target": name, "file": f"{stage.dirname}/{path.name}",
-            "source_stage": ctx.model_stage, "size_bytes": len(raw), "gzip_bytes": suite.gzip_size(raw),
-            "notes": result.notes, **file_weight_stats(path),
-        }  # fmt: skip
-        if config.evaluate:
-            measured = accuracy.evaluate(
-                path, recipe.data.spec, recipe.data.eval_split, limit=recipe.data.eval_limit, runtime=config.runtime
-            )
-            entry.update(top1=measured["top1"], top5=measured["top5"], examples=measured["examples"],
-                         runtime=measured["runtime"])  # fmt: skip
-        exports.append(entry)
-        top1 = f", top-1 {100 * entry['top1']:.2f}% (interpreter)" if "top1" in entry else ""
-        ctx.log(
-            f"  {name}: {entry['size_bytes']:,} bytes (gzip {entry['gzip_bytes']:,}), "
-            f"{100 * entry['prunable_zero_fraction']:.1f}% of prunable weights zero{top1}"
-        )
+        exports.append(export_one(ctx, stage, workdir, name, calibration=calibration, io_type=io_type,
+                                  evaluate=config.evaluate, runtime=config.runtime))  # fmt: skip
     return Outcome(metrics={"exports": exports}, exports=exports, summary=", ".join(config.targets))
+
+
+def run_edgetpu(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
+    from nlighten_tf import edgetpu
+
+    config: schema.EdgeTPUStage = stage.config
+    entry = export_one(
+        ctx, stage, workdir, "edgetpu", calibration=_calibration(ctx, config.calibration_samples),
+        io_type=config.io_type, evaluate=config.evaluate, runtime=config.runtime,
+    )  # fmt: skip
+    result = edgetpu.run(
+        workdir / "edgetpu.tflite", workdir, num_segments=config.num_segments,
+        min_runtime_version=config.min_runtime_version, timeout=config.timeout, analysis_only=not config.compile,
+    )  # fmt: skip
+    # `workdir` is renamed when the stage completes: name files by their final place in the run.
+    def final(path: str) -> str:
+        return f"{stage.dirname}/{os.path.relpath(path, workdir)}"
+
+    result["model"] = final(result["model"])
+    result["files"] = [final(f) for f in result["files"]]
+    ctx.log(f"  Edge TPU: {result['verdict']}")
+    ctx.log(f"  compiled: {'yes' if result['compiled'] else 'no'} ({result['reason']})")
+    entry["edgetpu_verdict"] = result["verdict"]
+    return Outcome(metrics={"exports": [entry], "edgetpu": result}, exports=[entry],
+                   summary="compiled" if result["compiled"] else "analysed, not compiled")  # fmt: skip
 
 
 BENCH_ROW_KEYS = ("name", "threads", "size_bytes", "gzip_bytes", "init_ms", "min_ms", "median_ms", "p90_ms",
@@ -298,6 +338,7 @@ def run_benchmark(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
 EXECUTORS: dict[str, Callable[[Stage, Context, Path], Outcome]] = {
     "train": run_train, "distill": run_distill, "prune": run_prune, "cluster": run_cluster, "qat": run_qat,
     "lottery": run_lottery, "lowrank": run_lowrank, "export": run_export, "benchmark": run_benchmark,
+    "edgetpu": run_edgetpu,
 }  # fmt: skip
 
 
@@ -340,6 +381,7 @@ def describe(stage: Stage) -> str:
         "cluster": ("number_of_clusters", "centroid_init", "epochs", "learning_rate"),
         "qat": ("scheme", "epochs", "learning_rate"), "lottery": ("rounds", "prune_fraction", "epochs"),
         "lowrank": ("energy", "epochs"), "export": ("targets",), "benchmark": ("threads", "runs"),
+        "edgetpu": ("io_type", "compile", "num_segments"),
     }.get(stage.type, ())  # fmt: skip
     parts = []
     for key in keys:

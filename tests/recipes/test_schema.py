@@ -127,9 +127,17 @@ def test_export_needs_a_model_and_benchmark_needs_an_export():
     assert "stage 2 (benchmark): benchmark needs an earlier export" in error_of(with_stages({"train": {}}, {"benchmark": {}}))
 
 
-def test_edgetpu_stage_is_not_available_yet():
-    message = error_of(with_stages({"train": {}}, {"export": {"targets": ["edgetpu"]}}, {"edgetpu": {}}))
-    assert "stage 3 (edgetpu): the edgetpu stage" in message and "not available yet" in message
+def test_edgetpu_stage_needs_a_model_and_checks_its_keys():
+    assert "stage 1 (edgetpu): edgetpu needs a model" in error_of(with_stages({"edgetpu": {}}))
+    message = error_of(with_stages({"train": {}}, {"edgetpu": {"io_type": "float32"}}))
+    assert "stage 2 (edgetpu): key 'io_type': the Edge TPU takes int8 or uint8" in message
+    assert "key 'num_segments'" in error_of(with_stages({"train": {}}, {"edgetpu": {"num_segments": 0}}))
+    assert "key 'timeout'" in error_of(with_stages({"train": {}}, {"edgetpu": {"timeout": 0}}))
+    assert "key 'calibration_samples'" in error_of(with_stages({"train": {}}, {"edgetpu": {"calibration_samples": 0}}))
+    # The edgetpu stage exports, so a benchmark may follow it.
+    plan = schema.from_dict(with_stages({"train": {}}, {"edgetpu": {"compile": False}}, {"benchmark": {}}), SOURCE)
+    assert [s.type for s in plan.stages] == ["train", "edgetpu", "benchmark"]
+    assert plan.stages[1].config.compile is False and plan.stages[1].config.io_type == "uint8"
 
 
 def test_distill_needs_one_teacher():
