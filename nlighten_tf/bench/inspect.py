@@ -87,6 +87,7 @@ class Report:
     warnings: list[str]
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
+    size_breakdown: dict[str, int]  # bytes of the file by kind (size_breakdown())
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -395,6 +396,39 @@ def known_runtime_faults(graph: Graph) -> list[str]:
     return warnings
 
 
+# Bytes per entry of a sparse index vector, by SparseIndexVector type (Int32, Uint16, Uint8).
+_INDEX_BYTES = {1: 4, 2: 2, 3: 1}
+
+
+def size_breakdown(graph: Graph) -> dict[str, int]:
+    """Where the file's bytes go. Quantization parameters are a float32 scale plus an int64
+    zero point per channel of every per-channel tensor (weights and their int32 biases): in a
+    small int8 network with many narrow layers they can outweigh the weights themselves."""
+    parts = dict.fromkeys(
+        ("weights_dense", "weights_sparse_values", "sparse_indices", "int32_constants", "quantization_params"), 0
+    )
+    for index, tensor in enumerate(graph.tensors):
+        quantization = tensor.quantization
+        if quantization is not None:
+            parts["quantization_params"] += 4 * len(quantization.scale if quantization.scale is not None else [])
+            parts["quantization_params"] += 8 * len(quantization.zeroPoint if quantization.zeroPoint is not None else [])
+        data = graph.buffer_bytes(index)
+        if data is None:
+            continue
+        if tensor.sparsity is not None:
+            parts["weights_sparse_values"] += data.size
+            for dim in tensor.sparsity.dimMetadata or []:
+                for vector, kind in ((dim.arraySegments, dim.arraySegmentsType), (dim.arrayIndices, dim.arrayIndicesType)):
+                    if vector is not None and vector.values is not None:
+                        parts["sparse_indices"] += _INDEX_BYTES.get(kind, 4) * len(vector.values)
+        elif flatbuffer.dtype_name(tensor.type) in ("int32", "int64"):
+            parts["int32_constants"] += data.size
+        else:
+            parts["weights_dense"] += data.size
+    parts["other"] = max(len(graph.raw) - sum(parts.values()), 0)  # graph structure, names, metadata, padding
+    return parts
+
+
 def inspect_graph(graph: Graph, path: str = "") -> Report:
     histogram = collections.Counter(graph.op_types)
     weights = analyse_weights(graph)
@@ -411,6 +445,7 @@ def inspect_graph(graph: Graph, path: str = "") -> Report:
         warnings=known_runtime_faults(graph),
         inputs=_io(graph, graph.subgraph.inputs),
         outputs=_io(graph, graph.subgraph.outputs),
+        size_breakdown=size_breakdown(graph),
     )
 
 
@@ -429,6 +464,10 @@ def format_report(report: Report, max_weights: int = 40) -> str:
             q = t["quantization"]
             quant = f" scale={q['scale'][0]:.6g} zero_point={q['zero_point'][0]}" if q else ""
             lines.append(f"  {kind} {t['name']}: {t['dtype']} {t['shape']}{quant}")
+    total = max(report.size_bytes, 1)
+    lines += ["", "Where the bytes go:", markdown_table([
+        {"part": part, "bytes": size, "share_%": round(100 * size / total, 1)} for part, size in report.size_breakdown.items()
+    ])]  # fmt: skip
     lines += ["", "Op histogram:", markdown_table([{"op": k, "count": v} for k, v in report.op_histogram.items()])]
     rows = [
         {"tensor": w.name[-60:], "dtype": w.dtype, "shape": "x".join(map(str, w.shape)), "sparsity": round(w.sparsity, 4),

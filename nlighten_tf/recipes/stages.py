@@ -203,7 +203,8 @@ def run_lowrank(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
 
 def file_weight_stats(path: Path) -> dict[str, Any]:
     """What the file itself stores: zeros among the prunable weights (CONV_2D / FULLY_CONNECTED
-    kernels, as TFMOT prunes them) and the most distinct values in one output channel."""
+    kernels, as TFMOT prunes them), the most distinct values in one output channel, and where
+    the bytes go (weights, sparse indices, quantization parameters, ...)."""
     from nlighten_tf.bench import inspect
 
     report = inspect.inspect_file(path)
@@ -217,6 +218,7 @@ def file_weight_stats(path: Path) -> dict[str, Any]:
         "prunable_zero_fraction": zeros / total if total else 0.0,
         "max_values_per_channel": max(per_channel) if per_channel else None,
         "sparse_tensors": report.sparse_weights,
+        "size_breakdown": report.size_breakdown,
     }
 
 

@@ -97,3 +97,24 @@ def test_truncated_file(export_target, tmp_path, keep):
     path.write_bytes(raw[: int(len(raw) * keep) if keep < 1 else keep])
     with pytest.raises(flatbuffer.TFLiteFileError, match="truncated|too short|corrupt"):
         inspect.inspect_file(path)
+
+
+def test_size_breakdown_accounts_for_every_byte(export_target):
+    fp32 = inspect.inspect_file(export_target("fp32"))
+    assert sum(fp32.size_breakdown.values()) == fp32.size_bytes
+    assert fp32.size_breakdown["quantization_params"] == 0 and fp32.size_breakdown["sparse_indices"] == 0
+
+    path = export_target("int8_sparse")
+    report = inspect.inspect_file(path)
+    parts = report.size_breakdown
+    assert sum(parts.values()) == report.size_bytes
+    graph = flatbuffer.load(path)
+    sparse = [i for i, t in enumerate(graph.tensors) if t.sparsity is not None]
+    assert sparse and parts["sparse_indices"] > 0
+    # int8 values: one byte per stored (non-zero, unless a block pads) weight.
+    assert parts["weights_sparse_values"] >= sum(int(np.count_nonzero(graph.values(i))) for i in sparse)
+    # Every per-channel int8 weight carries a float32 scale and an int64 zero point per output channel.
+    per_channel = [t for t in graph.tensors if t.quantization is not None and t.quantization.scale is not None
+                   and len(t.quantization.scale) > 1]  # fmt: skip
+    assert parts["quantization_params"] >= 12 * sum(len(t.quantization.scale) for t in per_channel)
+    assert "Where the bytes go:" in inspect.format_report(report)
