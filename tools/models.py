@@ -27,9 +27,9 @@ def main(argv: list[str]) -> int:
     if not FLAGS.list and not FLAGS.summary:
         FLAGS.list = True
     if FLAGS.list:
-        for name in registry.names():
+        for name in registry.names(task=None):
             info = registry.info(name)
-            print(f"{name:26s} {info.family:22s} {info.default_resolution}px  preprocessing={info.preprocessing}")
+            print(f"{name:26s} {info.family:22s} {info.task:15s} {info.default_resolution}px  preprocessing={info.preprocessing}")
     if FLAGS.summary:
         try:
             names = [registry.info(n).name for n in FLAGS.models] if FLAGS.models else registry.names()

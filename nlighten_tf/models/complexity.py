@@ -47,13 +47,25 @@ def per_layer_madds(model: tf_keras.Model) -> dict[str, int]:
             for name, value in per_layer_madds(layer).items():
                 counts[f"{layer.name}/{name}"] = value
             continue
-        output_shape = layer.output_shape
-        if isinstance(output_shape, list):  # a layer called more than once is not expected here
-            output_shape = output_shape[0]
-        value = layer_madds(layer, output_shape)
+        value = sum(layer_madds(layer, _single(layer.get_output_shape_at(i))) for i in _calls(model, layer))
         if value:
             counts[layer.name] = value
     return counts
+
+
+def _calls(model: tf_keras.Model, layer: layers.Layer) -> list[int]:
+    """The node indices at which `model`'s graph calls `layer`: every call of a shared layer
+    (detection heads run one conv on each pyramid level), but not calls from other models that
+    reuse the layer object (optimize.graph.rebuild)."""
+    network_nodes = getattr(model, "_network_nodes", None)
+    if not network_nodes:  # a subclassed model: its layers were called once
+        return [0]
+    calls = [i for i in range(len(layer.inbound_nodes)) if f"{layer.name}_ib-{i}" in network_nodes]
+    return calls or [0]
+
+
+def _single(shape):
+    return shape[0] if isinstance(shape, list) else shape
 
 
 def count_madds(model: tf_keras.Model) -> int:

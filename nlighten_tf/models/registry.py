@@ -38,6 +38,9 @@ class ModelInfo:
     published: PublishedFigures | None
     builder: Callable[..., tf_keras.Model]
     fixed_options: dict[str, Any]
+    # "classification" (outputs [B, num_classes] logits) or "detection" (efficientdet.py:
+    # class logits and box deltas per anchor).
+    task: str = "classification"
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -55,10 +58,14 @@ def register(info: ModelInfo) -> None:
     _REGISTRY[info.name] = info
 
 
-def names(family: str | None = None) -> list[str]:
-    """All registered variant names (optionally of one family), in registration order."""
+def names(family: str | None = None, task: str | None = "classification") -> list[str]:
+    """Registered variant names in registration order: of ``family`` if given (any task), else
+    of ``task`` (``None``: every task). Classifiers by default: the zoo table, the
+    published-figure tests and the classification recipes expect ``[B, num_classes]`` outputs."""
     _load_families()
-    return [n for n, i in _REGISTRY.items() if family is None or i.family == family]
+    if family is not None:
+        return [n for n, i in _REGISTRY.items() if i.family == family]
+    return [n for n, i in _REGISTRY.items() if task is None or i.task == task]
 
 
 def info(name: str) -> ModelInfo:
@@ -123,4 +130,4 @@ def build(name: str, **options: Any) -> tf_keras.Model:
 
 def _load_families() -> None:
     # Importing the family modules registers their variants.
-    from nlighten_tf.models import edgetpu, efficientnet, mobilenet_v2  # noqa: F401
+    from nlighten_tf.models import edgetpu, efficientdet, efficientnet, mobilenet_v2  # noqa: F401
