@@ -26,7 +26,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | N
     return "\n".join([header, rule, *body])
 
 
-def _pyplot():
+def pyplot():
     # Agg: plots are files; no display on the machines this runs on.
     import matplotlib
 
@@ -45,7 +45,7 @@ def plot_accuracy_vs_size(
     points = [r for r in rows if r.get(accuracy_key) is not None and r.get(size_key)]
     if not points:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for r in points:
         x, y = r[size_key] / 1024.0, 100.0 * r[accuracy_key]
@@ -56,14 +56,14 @@ def plot_accuracy_vs_size(
     ax.set_title("Accuracy vs size")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_latency_bars(rows: Sequence[Mapping[str, Any]], path: str) -> str | None:
     """Grouped bars of median latency (ms) per model and thread count, p90 as the whisker."""
     if not rows:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     names = list(dict.fromkeys(str(r["name"]) for r in rows))
     threads = sorted({int(r["threads"]) for r in rows})
     width = 0.8 / len(threads)
@@ -81,16 +81,16 @@ def plot_latency_bars(rows: Sequence[Mapping[str, Any]], path: str) -> str | Non
     ax.legend()
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: Any, path: str) -> str:
+def save_figure(fig: Any, path: str) -> str:
     import io
 
     from nlighten_tf.export.atomic import write_bytes
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     write_bytes(path, buffer.getvalue())
     return path

@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-STAGE_TYPES = ("train", "distill", "prune", "cluster", "qat", "lottery", "lowrank", "export", "benchmark", "edgetpu")
+STAGE_TYPES = ("train", "distill", "channel_prune", "prune", "cluster", "qat", "lottery", "lowrank", "export", "benchmark", "edgetpu")
 # Stages that (re)train or replace the weights; export/benchmark/edgetpu only read them.
-TRAINING_STAGES = frozenset({"train", "distill", "prune", "cluster", "qat", "lottery", "lowrank"})
+TRAINING_STAGES = frozenset({"train", "distill", "channel_prune", "prune", "cluster", "qat", "lottery", "lowrank"})
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -133,6 +133,36 @@ class DistillStage(TrainParams):
 
 
 @dataclasses.dataclass
+class ChannelPruneStage:
+    """Structured (filter) pruning to a narrower dense model (optimize.channel_prune): targets
+    keep_madds | keep_params and/or per_stage / per_layer keep ratios; fine-tuning for
+    epochs_per_step after each of `steps` rounds, then final_epochs, optionally distilled from
+    the unpruned model."""
+
+    criterion: str = "l1"
+    keep_madds: float | None = None
+    keep_params: float | None = None
+    per_stage: dict[str, float] = dataclasses.field(default_factory=dict)
+    per_layer: dict[str, float] = dataclasses.field(default_factory=dict)
+    allocation: str = "uniform"
+    exclude: str | None = None
+    channel_multiple: int = 1
+    min_keep: float = 0.1
+    steps: int = 1
+    epochs_per_step: float = 1.0
+    final_epochs: float = 0.0
+    learning_rate: float = 5e-4
+    optimizer: str = "adam"
+    lr_schedule: str = "cosine"
+    label_smoothing: float = 0.0
+    distill: bool = False
+    distill_alpha: float = 0.1
+    distill_temperature: float = 4.0
+    calibration_batches: int = 4
+    bn_recalibration_batches: int = 0
+
+
+@dataclasses.dataclass
 class PruneStage(TrainParams, SelectionParams):
     learning_rate: float = 5e-4
     target_sparsity: float = 0.75
@@ -209,7 +239,7 @@ class EdgeTPUStage:
 
 
 STAGE_CLASSES: dict[str, type] = {
-    "train": TrainStage, "distill": DistillStage, "prune": PruneStage, "cluster": ClusterStage, "qat": QATStage,
+    "train": TrainStage, "distill": DistillStage, "channel_prune": ChannelPruneStage, "prune": PruneStage, "cluster": ClusterStage, "qat": QATStage,
     "lottery": LotteryStage, "lowrank": LowRankStage, "export": ExportStage, "benchmark": BenchmarkStage,
     "edgetpu": EdgeTPUStage,
 }  # fmt: skip
@@ -395,6 +425,30 @@ def prune_config(stage: PruneStage):
     )  # fmt: skip
 
 
+def channel_prune_config(stage: ChannelPruneStage):
+    from nlighten_tf.optimize.channel_prune import ChannelPruneConfig
+    from nlighten_tf.optimize.distill import DistillConfig
+
+    distill = DistillConfig(alpha=stage.distill_alpha, temperature=stage.distill_temperature) if stage.distill else None
+    return ChannelPruneConfig(
+        criterion=stage.criterion, keep_madds=stage.keep_madds, keep_params=stage.keep_params,
+        per_stage=dict(stage.per_stage), per_layer=dict(stage.per_layer), allocation=stage.allocation,
+        exclude=stage.exclude, channel_multiple=stage.channel_multiple, min_keep=stage.min_keep, steps=stage.steps,
+        epochs_per_step=stage.epochs_per_step, final_epochs=stage.final_epochs, distill=distill,
+        calibration_batches=stage.calibration_batches, bn_recalibration_batches=stage.bn_recalibration_batches,
+    )  # fmt: skip
+
+
+def channel_prune_train_config(stage: ChannelPruneStage, verbose: int = 0):
+    """How each fine-tune trains; channel_prune sets the epochs (epochs_per_step / final_epochs)."""
+    from nlighten_tf.optimize.training import TrainConfig
+
+    return TrainConfig(
+        epochs=1.0, learning_rate=stage.learning_rate, optimizer=stage.optimizer, lr_schedule=stage.lr_schedule,
+        label_smoothing=stage.label_smoothing, verbose=verbose,
+    )  # fmt: skip
+
+
 def cluster_config(stage: ClusterStage):
     from nlighten_tf.optimize.cluster import ClusterConfig
 
@@ -456,11 +510,13 @@ def _check_stage(source: str, stage: Stage, recipe_data: DataSpec) -> None:
         else:
             _checked(where, lambda: train_config(config))
     makers = {
-        "prune": prune_config, "cluster": cluster_config, "lottery": lottery_config, "lowrank": lowrank_config,
+        "channel_prune": channel_prune_config, "prune": prune_config, "cluster": cluster_config, "lottery": lottery_config, "lowrank": lowrank_config,
         "distill": distill_config,
     }  # fmt: skip
     if stage.type in makers:
         _checked(where, lambda: makers[stage.type](config))
+    if stage.type == "channel_prune":
+        _checked(where, lambda: channel_prune_train_config(config))
     if stage.type == "qat":
         from nlighten_tf.optimize.quantize import SCHEMES
 
@@ -525,7 +581,7 @@ def check_order(recipe: Recipe) -> None:
                 f"{where}: comes after qat: only export and benchmark stages may follow quantization-aware "
                 "training (retraining would drop the quantizers); move it before the qat stage"
             )
-        if kinds & {"prune", "cluster"} and stage.type in ("train", "distill", "lottery", "lowrank"):
+        if kinds & {"prune", "cluster"} and stage.type in ("train", "distill", "channel_prune", "lottery", "lowrank"):
             done = " and ".join(k for k in ("prune", "cluster") if k in kinds)
             raise RecipeError(
                 f"{where}: comes after {done}: it would regrow pruned weights / break clusters; "
@@ -552,6 +608,11 @@ def check_order(recipe: Recipe) -> None:
                     f"{where}: key 'scheme': {scheme!r} after {what} would undo it; use "
                     + " or ".join(sorted(allowed))
                 )
+        if stage.type == "channel_prune" and not trained:
+            raise RecipeError(
+                f"{where}: channel_prune ranks the filters of a trained model: add a training stage before it, "
+                "or start from trained weights (model.weights)"
+            )
         if stage.type in ("export", "edgetpu") and not trained:
             raise RecipeError(
                 f"{where}: {stage.type} needs a model: add a training stage (train, distill, ...) before it, "

@@ -132,6 +132,26 @@ def run_distill(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     return Outcome(result.model, {"teacher": teacher_info, "history": last_values(result.history)})
 
 
+def run_channel_prune(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
+    from nlighten_tf.optimize import channel_prune
+
+    # Calibration, Taylor scores and the sensitivity scan read training batches: choosing what to
+    # cut on the evaluation split would leak it into the reported accuracy.
+    result = channel_prune.channel_prune(
+        ctx.model, schema.channel_prune_config(stage.config), ctx.train, None,
+        train_config=schema.channel_prune_train_config(stage.config, ctx.verbose), strategy=ctx.strategy,
+        callbacks=ctx.callbacks(workdir), log=ctx.log,
+    )  # fmt: skip
+    metrics: dict[str, Any] = {"report": result.report, "steps": result.history}
+    if result.sensitivity is not None:
+        written = channel_prune.write_sensitivity(result.sensitivity, workdir)
+        metrics["files"] = {f"sensitivity_{kind}": Path(path).name for kind, path in written.items()}
+    report = result.report
+    return Outcome(result.model, metrics, summary=(
+        f"{100 * report['madds_ratio']:.1f}% of MAdds and {100 * report['params_ratio']:.1f}% of parameters kept"
+    ))  # fmt: skip
+
+
 def run_prune(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     from nlighten_tf.optimize import prune
 
@@ -338,8 +358,8 @@ def run_benchmark(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
 
 
 EXECUTORS: dict[str, Callable[[Stage, Context, Path], Outcome]] = {
-    "train": run_train, "distill": run_distill, "prune": run_prune, "cluster": run_cluster, "qat": run_qat,
-    "lottery": run_lottery, "lowrank": run_lowrank, "export": run_export, "benchmark": run_benchmark,
+    "train": run_train, "distill": run_distill, "channel_prune": run_channel_prune, "prune": run_prune,
+    "cluster": run_cluster, "qat": run_qat, "lottery": run_lottery, "lowrank": run_lowrank, "export": run_export, "benchmark": run_benchmark,
     "edgetpu": run_edgetpu,
 }  # fmt: skip
 
@@ -380,6 +400,7 @@ def describe(stage: Stage) -> str:
     keys = {
         "train": ("epochs", "learning_rate", "optimizer"), "distill": ("epochs", "learning_rate", "alpha", "temperature"),
         "prune": ("target_sparsity", "policy", "epochs", "learning_rate"),
+        "channel_prune": ("criterion", "keep_madds", "keep_params", "allocation", "steps", "epochs_per_step"),
         "cluster": ("number_of_clusters", "centroid_init", "epochs", "learning_rate"),
         "qat": ("scheme", "epochs", "learning_rate"), "lottery": ("rounds", "prune_fraction", "epochs"),
         "lowrank": ("energy", "epochs"), "export": ("targets",), "benchmark": ("threads", "runs"),
@@ -388,6 +409,8 @@ def describe(stage: Stage) -> str:
     parts = []
     for key in keys:
         value = getattr(config, key)
+        if value is None:
+            continue
         parts.append(f"{key}={','.join(map(str, value)) if isinstance(value, list) else f'{value:g}' if isinstance(value, float) else value}")
     return " ".join(parts)
 

@@ -140,6 +140,28 @@ def test_edgetpu_stage_needs_a_model_and_checks_its_keys():
     assert plan.stages[1].config.compile is False and plan.stages[1].config.io_type == "uint8"
 
 
+def test_channel_prune_rules():
+    assert "stage 1 (channel_prune): channel_prune ranks the filters of a trained model" in error_of(
+        with_stages({"channel_prune": {"keep_madds": 0.5}})
+    )
+    message = error_of(with_stages({"train": {}}, {"channel_prune": {}}))
+    assert "stage 2 (channel_prune)" in message and "no channel-pruning target" in message
+    assert "keep_madds is a keep ratio and must be in (0, 1]" in error_of(
+        with_stages({"train": {}}, {"channel_prune": {"keep_madds": 0}})
+    )
+    assert "unknown channel criterion 'l3'" in error_of(
+        with_stages({"train": {}}, {"channel_prune": {"keep_madds": 0.5, "criterion": "l3"}})
+    )
+    assert "key 'keep_ratio': unknown key" in error_of(with_stages({"train": {}}, {"channel_prune": {"keep_ratio": 0.5}}))
+    message = error_of(with_stages({"train": {}}, {"prune": {}}, {"channel_prune": {"keep_madds": 0.5}}))
+    assert "stage 3 (channel_prune): comes after prune" in message
+    plan = schema.from_dict(
+        with_stages({"train": {}}, {"channel_prune": {"keep_madds": 0.5, "distill": True}}, {"prune": {}}), SOURCE
+    )
+    config = schema.channel_prune_config(plan.stages[1].config)
+    assert config.keep_madds == 0.5 and config.distill is not None
+
+
 def test_distill_needs_one_teacher():
     assert "give exactly one of teacher.name" in error_of(with_stages({"distill": {}}))
     assert "key 'teacher.path': no such file" in error_of(with_stages({"distill": {"teacher": {"path": "/nope.h5"}}}))

@@ -107,28 +107,40 @@ def test_two_stage_recipe_end_to_end(tmp_path):
     assert "already holds a run with completed stages (01-train, 02-export): pass --resume" in again.stderr
 
 
-def test_edgetpu_stage_without_the_compiler(tmp_path):
-    """The stage exports the dense int8 file, analyses it and says why it did not compile:
-    edgetpu_compiler is not installed here (and the PATH below could not find it anyway)."""
-    recipe = write_recipe(tmp_path / "tpu.yaml", "train: {epochs: 1, learning_rate: 2e-3}",
-                          "edgetpu: {calibration_samples: 16}")  # fmt: skip
+def test_channel_prune_then_edgetpu_without_the_compiler(tmp_path):
+    """train -> channel_prune (a narrower dense model at ~60% of the MAdds) -> edgetpu: the
+    stage exports the dense int8 file, analyses it and says why it did not compile
+    (edgetpu_compiler is not installed here, and the PATH below could not find it anyway)."""
+    recipe = write_recipe(
+        tmp_path / "tpu.yaml", "train: {epochs: 1, learning_rate: 2e-3}",
+        "channel_prune: {keep_madds: 0.6, criterion: bn_gamma, epochs_per_step: 0.3}",
+        "edgetpu: {calibration_samples: 16}",
+    )  # fmt: skip
     env = {**os.environ, "PATH": os.path.dirname(sys.executable)}
     result = subprocess.run(
         [sys.executable, str(TOOL), f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}"],
         capture_output=True, text=True, cwd=REPO, timeout=600, env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    stage = tmp_path / "runs" / "tiny" / "02-edgetpu"
+    run = tmp_path / "runs" / "tiny"
+    train = json.loads((run / "01-train" / "metrics.json").read_text())
+    pruned = json.loads((run / "02-channel_prune" / "metrics.json").read_text())
+    assert pruned["report"]["madds_ratio"] == pytest.approx(0.6, abs=0.6 * 0.02)
+    assert pruned["params"] < train["params"] and pruned["global_sparsity"] < 0.01  # narrower, not masked
+    assert "% of MAdds" in result.stdout
+
+    stage = run / "03-edgetpu"
     metrics = json.loads((stage / "metrics.json").read_text())
     tpu = metrics["edgetpu"]
     assert tpu["compiled"] is False and "edgetpu_compiler" in tpu["reason"] and "apt-get install" in tpu["reason"]
-    assert tpu["model"] == "02-edgetpu/edgetpu.tflite" and tpu["files"] == ["02-edgetpu/compat.json", "02-edgetpu/compat.txt"]
+    assert tpu["model"] == "03-edgetpu/edgetpu.tflite" and tpu["files"] == ["03-edgetpu/compat.json", "03-edgetpu/compat.txt"]
     compat = json.loads((stage / "compat.json").read_text())
     assert compat["first_unsupported"] is None and tpu["ops_mapped"] == 1.0  # Lite blocks: all Coral ops
     export = metrics["exports"][0]
     assert export["target"] == "edgetpu" and export["examples"] == 120 and export["sparse_tensors"] == 0
+    assert export["source_stage"] == "02-channel_prune"
     assert "Edge TPU:" in result.stdout and "compiled: no" in result.stdout
-    report = (tmp_path / "runs" / "tiny" / "report.md").read_text()
+    report = (run / "report.md").read_text()
     assert "## Edge TPU" in report and tpu["verdict"] in report
 
 

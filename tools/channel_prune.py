@@ -1,0 +1,133 @@
+"""Structured channel pruning without a recipe: remove whole filters to a MAdds/parameter budget
+(or per-stage / per-layer ratios), fine-tune, and save a smaller plain Keras model.
+
+  python tools/channel_prune.py --model=mobilenet_v2 --model_option=width_multiplier=0.35 \
+      --data=digits --image_size=32 --keep_madds=0.5 --criterion=l1 [--steps=2 --epochs_per_step=1] \
+      [--keras_model=trained/model.h5] [--allocation=sensitivity] [--output=channel_pruned/model.h5]
+
+Writes the pruned model (.h5), <output minus .h5>.json (budget, per-group channels kept, per-step
+MAdds/params/accuracy) and, with --allocation=sensitivity, sensitivity.json/.md/.png beside it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags, logging
+
+import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "mobilenet_v2", "Model registry name: the architecture built (without --keras_model) "
+                    "and always the input preprocessing.")
+flags.DEFINE_multi_string("model_option", ["width_multiplier=0.35"], "Registry build option key=value, repeatable.")
+flags.DEFINE_string("keras_model", None, "A saved tf_keras model (.h5) to prune instead of a fresh --model build.")
+flags.DEFINE_string("weights", None, "Weights for --model (e.g. imagenet).")
+flags.DEFINE_string("data", "digits", "Data spec: calibration, fine-tuning and evaluation data.")
+flags.DEFINE_string("eval_split", "test", "Split the result is evaluated on (and the sensitivity scan runs on).")
+flags.DEFINE_integer("image_size", 32, "Input resolution (>= 32) when building --model.")
+flags.DEFINE_integer("batch_size", 64, "Batch size.")
+flags.DEFINE_integer("train_limit", None, "Only the first N training examples.")
+flags.DEFINE_integer("eval_limit", None, "Only the first N evaluation examples.")
+flags.DEFINE_enum("criterion", "l1", ["l1", "l2", "bn_gamma", "entropy", "taylor"], "Channel importance criterion.")
+flags.DEFINE_float("keep_madds", None, "Fraction of MAdds to keep (default 0.5 when no other target is given).")
+flags.DEFINE_float("keep_params", None, "Fraction of trainable parameters to keep (instead of --keep_madds).")
+flags.DEFINE_multi_string("per_stage", [], "stage=keep_ratio, repeatable (stages: block3, block12, stem, top ...).")
+flags.DEFINE_multi_string("per_layer", [], "layer=keep_ratio, repeatable (applies to the layer's channel group).")
+flags.DEFINE_enum("allocation", "uniform", ["uniform", "sensitivity"], "How the global budget is spread.")
+flags.DEFINE_string("exclude", None, "Regex of group/layer names never pruned.")
+flags.DEFINE_integer("channel_multiple", 1, "Round kept channel counts to multiples of this.")
+flags.DEFINE_float("min_keep", 0.1, "Lowest keep ratio the allocation gives a group.")
+flags.DEFINE_integer("steps", 1, "Prune in this many rounds.")
+flags.DEFINE_float("epochs_per_step", 1.0, "Fine-tuning epochs after each round (0: none).")
+flags.DEFINE_float("final_epochs", 0.0, "Extra fine-tuning epochs at the end.")
+flags.DEFINE_bool("distill", False, "Fine-tune against the unpruned model (knowledge distillation).")
+flags.DEFINE_float("learning_rate", 1e-3, "Fine-tuning peak learning rate.")
+flags.DEFINE_integer("calibration_batches", 4, "Batches for the entropy/taylor criteria.")
+flags.DEFINE_integer("bn_recalibration_batches", 0, "Re-estimate BatchNorm statistics on this many batches (0: off).")
+flags.DEFINE_integer("sensitivity_batches", 4, "Evaluation batches per point of the sensitivity scan.")
+flags.DEFINE_integer("seed", 0, "Random seed.")
+flags.DEFINE_string("output", None, "Where to save the pruned model (default: channel_pruned/<model>.h5).")
+
+
+def _fail(message: object) -> int:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
+
+
+def _ratios(items: list[str], flag: str) -> dict[str, float]:
+    from nlighten_tf.recipes.overrides import parse_key_values
+
+    return parse_key_values(items, flag)
+
+
+def main(argv: list[str]) -> int:
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    import tf_keras
+
+    from nlighten_tf import data, models
+    from nlighten_tf.export import atomic
+    from nlighten_tf.optimize import channel_prune, training
+    from nlighten_tf.optimize.distill import DistillConfig
+    from nlighten_tf.recipes.runner import keras_verbosity, load_keras, save_model
+
+    name = Path(FLAGS.keras_model).stem if FLAGS.keras_model else FLAGS.model
+    output = Path(FLAGS.output or f"channel_pruned/{name}.h5")
+    if FLAGS.keras_model and not Path(FLAGS.keras_model).is_file():
+        return _fail(f"--keras_model {FLAGS.keras_model}: no such file")
+    try:
+        per_stage, per_layer = _ratios(FLAGS.per_stage, "--per_stage"), _ratios(FLAGS.per_layer, "--per_layer")
+        no_target = FLAGS.keep_madds is None and FLAGS.keep_params is None and not per_stage and not per_layer
+        config = channel_prune.ChannelPruneConfig(
+            criterion=FLAGS.criterion, keep_madds=0.5 if no_target else FLAGS.keep_madds, keep_params=FLAGS.keep_params,
+            per_stage=per_stage, per_layer=per_layer, allocation=FLAGS.allocation, exclude=FLAGS.exclude,
+            channel_multiple=FLAGS.channel_multiple, min_keep=FLAGS.min_keep, steps=FLAGS.steps,
+            epochs_per_step=FLAGS.epochs_per_step, final_epochs=FLAGS.final_epochs,
+            distill=DistillConfig() if FLAGS.distill else None, calibration_batches=FLAGS.calibration_batches,
+            bn_recalibration_batches=FLAGS.bn_recalibration_batches, sensitivity_batches=FLAGS.sensitivity_batches,
+        )  # fmt: skip
+        train_config = training.TrainConfig(learning_rate=FLAGS.learning_rate,
+                                            verbose=0 if keras_verbosity() == 2 else 1)  # fmt: skip
+        tf_keras.utils.set_random_seed(FLAGS.seed)
+        if FLAGS.keras_model:
+            model = load_keras(Path(FLAGS.keras_model))
+            image_size = int(model.inputs[0].shape[1])
+        else:
+            image_size = FLAGS.image_size
+            options = _ratios(FLAGS.model_option, "--model_option")
+        common = dict(image_size=image_size, batch_size=FLAGS.batch_size, model=FLAGS.model, cache=True)
+        train, info = data.load(FLAGS.data, "train", seed=FLAGS.seed, limit=FLAGS.train_limit, **common)
+        evaluation, _ = data.load(FLAGS.data, FLAGS.eval_split, limit=FLAGS.eval_limit, **common)
+        if not FLAGS.keras_model:
+            model = models.build(FLAGS.model, input_shape=(image_size, image_size, 3), num_classes=info.num_classes,
+                                 weights=FLAGS.weights, **options)  # fmt: skip
+        before = {"madds": models.count_madds(model), "params": models.count_params(model)}
+        print(f"pruning {name}: {before['madds']:,} MAdds, {before['params']:,} parameters; criterion "
+              f"{config.criterion}, allocation {config.allocation}, {config.steps} step(s)", flush=True)  # fmt: skip
+        start = time.time()
+        result = channel_prune.channel_prune(model, config, train, evaluation, train_config, log=print)
+    except (ValueError, RuntimeError) as error:  # bad flags/targets/layer names, data errors, unmet budget
+        return _fail(error)
+    results = training.evaluate(result.model, evaluation)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_model(result.model, output, qat=False)
+    written = {}
+    if result.sensitivity is not None:
+        written = channel_prune.write_sensitivity(result.sensitivity, output.parent)
+    report = {
+        "source": FLAGS.keras_model or FLAGS.model, "data": FLAGS.data, "eval_split": FLAGS.eval_split, **results,
+        **result.report, "history": result.history, "seconds": time.time() - start,
+    }  # fmt: skip
+    atomic.write_json(output.with_suffix(".json"), report)
+    print(f"kept {100 * result.report['madds_ratio']:.1f}% of MAdds, {100 * result.report['params_ratio']:.1f}% of "
+          f"parameters; {FLAGS.eval_split} accuracy {100 * results['accuracy']:.2f}%")  # fmt: skip
+    for kind, path in {"model": output, "report": output.with_suffix(".json"), **written}.items():
+        print(f"wrote {kind}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
