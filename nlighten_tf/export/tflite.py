@@ -179,24 +179,37 @@ def export(
     flatbuffer, notes = convert(model, target_info, representative_dataset, io_type)
     if classifier is not None:
         flatbuffer = metadata_lib.embed(flatbuffer, classifier)
-    path = Path(path)
-    atomic.write_bytes(path, flatbuffer)
+    facts = {
+        "target": dataclasses.asdict(target_info), "io_type": io_type or target_info.io_type,
+        "classifier": classifier.as_dict() if classifier else None,
+    }  # fmt: skip
+    path, summary, sidecar_path = write(path, flatbuffer, facts if sidecar else None, notes, extra)
+    return ExportResult(path, target_info.name, len(flatbuffer), sidecar_path, notes, summary)
+
+
+def write(
+    path: str | os.PathLike[str], flatbuffer: bytes, facts: dict[str, Any] | None, notes: list[str],
+    extra: dict[str, Any] | None = None,
+) -> tuple[Path, dict[str, Any], Path | None]:  # fmt: skip
+    """Writes the `.tflite` and, unless `facts` is None, its sidecar `<path minus .tflite>.json`
+    (the facts, versions, the interpreter's input/output details, notes, extra), atomically.
+    Returns (path, signature summary, sidecar path or None)."""
     from nlighten_tf.bench import runtime
 
+    path = Path(path)
+    atomic.write_bytes(path, flatbuffer)
     summary = runtime.signature_summary(path)
-    sidecar_path = None
-    if sidecar:
-        loaded = runtime.load(path, xnnpack=False)
-        sidecar_path = path.with_suffix(".json")
-        atomic.write_json(sidecar_path, {
-            "model_file": path.name, "target": dataclasses.asdict(target_info), "io_type": io_type or target_info.io_type,
-            "size_bytes": len(flatbuffer), "nlighten_tf_version": __version__, "tensorflow_version": tf.__version__,
-            "classifier": classifier.as_dict() if classifier else None,
-            "input": _details(loaded.interpreter.get_input_details()[0]),
-            "output": _details(loaded.interpreter.get_output_details()[0]),
-            "notes": notes, **(extra or {}),
-        })  # fmt: skip
-    return ExportResult(path, target_info.name, len(flatbuffer), sidecar_path, notes, summary)
+    if facts is None:
+        return path, summary, None
+    interpreter = runtime.load(path, xnnpack=False).interpreter
+    outputs = [_details(d) for d in interpreter.get_output_details()]
+    sidecar_path = path.with_suffix(".json")
+    atomic.write_json(sidecar_path, {
+        "model_file": path.name, **facts, "size_bytes": len(flatbuffer), "nlighten_tf_version": __version__,
+        "tensorflow_version": tf.__version__, "input": _details(interpreter.get_input_details()[0]),
+        "output": outputs[0] if len(outputs) == 1 else outputs, "notes": notes, **(extra or {}),
+    })  # fmt: skip
+    return path, summary, sidecar_path
 
 
 def _details(details: dict[str, Any]) -> dict[str, Any]:

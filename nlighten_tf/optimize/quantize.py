@@ -4,12 +4,24 @@ TFMOT's default 8-bit registry has no QuantizeConfig for `Multiply`, the squeeze
 of the EfficientNet-B models, so `tfmot.quantization.keras.quantize_model` refuses them. We
 give `Multiply` the treatment TFMOT gives `Add`: quantize its output only (TFLite's int8 MUL
 takes quantized inputs, which the producers already emit).
+
+Detectors (EfficientDet) need two more rules, both the same output-only config:
+
+* A BatchNormalization after a convolution that is shared (called more than once, like the
+  EfficientDet class/box-net convs run on all five pyramid levels) or whose output has several
+  consumers. TFMOT folds Conv+BatchNorm only when the conv has a single consumer; these
+  BatchNorms are left alone and TFMOT has no config for a lone BatchNorm. They stay separate
+  ops (a per-channel MUL + ADD after conversion) with a quantized output.
+* `FastNormalizedFusion` (EfficientDet-D BiFPN): a weighted sum of already quantized inputs,
+  so quantizing its output is what TFMOT does for `Add`. Its fusion weights stay float in
+  training; the converter folds them into the ops' scales.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
@@ -50,6 +62,36 @@ class OutputQuantizeConfig(_quantize.QuantizeConfig):
 # Standard Keras layers TFMOT's default registry does not cover, and the config that makes
 # them quantizable.
 EXTRA_QUANTIZE_CONFIGS: dict[type, type[_quantize.QuantizeConfig]] = {layers.Multiply: OutputQuantizeConfig}
+_CONV_LAYERS = (layers.Conv2D, layers.DepthwiseConv2D)
+
+
+def _custom_quantize_configs(model: tf_keras.Model) -> dict[str, type[_quantize.QuantizeConfig]]:
+    """Layer name -> config class for every layer the default 8-bit registry cannot handle."""
+    from nlighten_tf.models.efficientdet import FastNormalizedFusion
+
+    found = {}
+    for layer in model.layers:
+        config_class = EXTRA_QUANTIZE_CONFIGS.get(type(layer))
+        if config_class is None and isinstance(layer, FastNormalizedFusion):
+            config_class = OutputQuantizeConfig
+        if config_class is None and isinstance(layer, layers.BatchNormalization) and _after_unfoldable_conv(layer):
+            config_class = OutputQuantizeConfig
+        if config_class is not None:
+            found[layer.name] = config_class
+    return found
+
+
+def _after_unfoldable_conv(batch_norm: layers.Layer) -> bool:
+    """True when `batch_norm` follows a conv TFMOT's Conv+BatchNorm fold skips: one that is
+    called more than once (shared across pyramid levels) or feeds more than one layer."""
+    for node in batch_norm._inbound_nodes:
+        inbound = node.inbound_layers
+        for producer in inbound if isinstance(inbound, list) else [inbound]:
+            if isinstance(producer, _CONV_LAYERS) and (
+                len(producer._inbound_nodes) > 1 or len(producer._outbound_nodes) > 1
+            ):
+                return True
+    return False
 
 
 def quantize_scope():
@@ -60,13 +102,15 @@ def quantize_scope():
 def annotate(model: tf_keras.Model) -> tf_keras.Model:
     """Returns a copy of `model` with every layer annotated for quantization."""
 
+    custom = _custom_quantize_configs(model)
+
     def annotate_layer(layer: layers.Layer) -> layers.Layer:
-        config_class = EXTRA_QUANTIZE_CONFIGS.get(type(layer))
+        config_class = custom.get(layer.name)
         if config_class is not None:
             return _quantize.quantize_annotate_layer(layer.__class__.from_config(layer.get_config()), config_class())
         return _quantize.quantize_annotate_layer(layer.__class__.from_config(layer.get_config()))
 
-    if not any(type(layer) in EXTRA_QUANTIZE_CONFIGS for layer in model.layers):
+    if not custom:
         return _quantize.quantize_annotate_model(model)
     with quantize_scope():
         annotated = tf_keras.models.clone_model(model, clone_function=_keep_inputs(annotate_layer))
@@ -83,16 +127,26 @@ def _keep_inputs(clone):
     return clone_function
 
 
-def quantize_model(model: tf_keras.Model, scheme=None) -> tf_keras.Model:
-    """Like `tfmot.quantization.keras.quantize_model`, also for models with `Multiply` layers.
+def quantize_model(model: tf_keras.Model, scheme=None, keep_output_names: bool = False) -> tf_keras.Model:
+    """Like `tfmot.quantization.keras.quantize_model`, also for models with `Multiply` layers
+    and for detectors (BatchNorms after shared convs, `FastNormalizedFusion`; module doc).
 
-    `scheme` is a TFMOT QuantizeScheme (default 8-bit when None).
+    `scheme` is a TFMOT QuantizeScheme (default 8-bit when None). TFMOT renames every wrapped
+    layer ``quant_<name>``, outputs included; `keep_output_names` gives the output layers their
+    original names back, so that losses keyed by output name (``detection.compile_losses()``,
+    ``detection.training_targets``) still match.
     """
     annotated = annotate(model)
     with quantize_scope():
         if scheme is None:
-            return _quantize.quantize_apply(annotated)
-        return _quantize.quantize_apply(annotated, scheme)
+            quantized = _quantize.quantize_apply(annotated)
+        else:
+            quantized = _quantize.quantize_apply(annotated, scheme)
+    if not keep_output_names or quantized.output_names == model.output_names:
+        return quantized
+    for tensor, name in zip(quantized.outputs, model.output_names, strict=True):
+        tensor._keras_history.layer._name = name
+    return tf_keras.Model(quantized.inputs, quantized.outputs, name=quantized.name)
 
 
 # --- Quantization-aware training -------------------------------------------------------
@@ -146,11 +200,23 @@ def qat(
     validation: tf.data.Dataset | None = None,
     strategy=None,
     callbacks: Sequence[tf_keras.callbacks.Callback] = (),
+    compile_options: Mapping[str, Any] | None = None,
 ) -> QATResult:
-    """Quantization-aware fine-tuning with the scheme that preserves what `model` carries."""
+    """Quantization-aware fine-tuning with the scheme that preserves what `model` carries.
+
+    By default `model` is a classifier compiled by `training.fit` (cross-entropy on integer or
+    one-hot labels). For other tasks pass `compile_options`, the keyword arguments of
+    ``model.compile`` besides the optimizer, e.g. ``detection.compile_losses()`` for a detector
+    trained on ``(images, detection.training_targets(labels))``; the optimizer and its schedule
+    still come from `train_config`.
+    """
     chosen = choose_scheme(model, scheme)
+
+    def prepare(m):
+        return quantize_model(m, make_scheme(chosen), keep_output_names=compile_options is not None)
+
     trained, history = training.fit(
         model, train, train_config, validation=validation, callbacks=callbacks, strategy=strategy,
-        prepare=lambda m: quantize_model(m, make_scheme(chosen)),
-    )
+        prepare=prepare, compile_options=compile_options,
+    )  # fmt: skip
     return QATResult(trained, chosen, history)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 import tf_keras
@@ -151,17 +152,26 @@ def fit(
     callbacks: Sequence[tf_keras.callbacks.Callback] = (),
     strategy: str | tf.distribute.Strategy | None = None,
     prepare: Callable[[tf_keras.Model], tf_keras.Model] | None = None,
+    compile_options: Mapping[str, Any] | None = None,
 ) -> tuple[tf_keras.Model, dict[str, list[float]]]:
     """Trains `prepare(model)` (e.g. a TFMOT wrapper) for config.epochs and returns it with history.
 
     `prepare` runs under the strategy's scope so that wrapper variables are mirrored too.
-    Fractional epochs train on the first part of each pass over `train`.
+    Fractional epochs train on the first part of each pass over `train`. A classifier by
+    default (cross-entropy on integer or one-hot labels); other tasks pass `compile_options`,
+    the keyword arguments of ``model.compile`` besides the optimizer (e.g.
+    ``detection.compile_losses()``): the optimizer and its schedule always come from `config`.
     """
+    if compile_options is not None and "optimizer" in compile_options:
+        raise ValueError("compile_options must not set the optimizer: it comes from the TrainConfig")
     resolved = get_strategy(strategy)
     plan = plan_steps(config, train)
     with scope(resolved):
         trained = prepare(model) if prepare else model
-        compile_classifier(trained, config, plan.total, one_hot=has_one_hot_labels(train))
+        if compile_options is None:
+            compile_classifier(trained, config, plan.total, one_hot=has_one_hot_labels(train))
+        else:
+            trained.compile(optimizer=make_optimizer(config, plan.total), **compile_options)
     history = trained.fit(
         train.repeat(),
         epochs=plan.epochs,

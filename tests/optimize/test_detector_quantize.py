@@ -1,0 +1,52 @@
+"""QAT for EfficientDet: BatchNorms after the shared head convs and FastNormalizedFusion get an
+output-only quantize config, and `qat` trains a detector with the detection losses."""
+
+import numpy as np
+import pytest
+import tf_keras
+
+from nlighten_tf import models
+from nlighten_tf.models import detection, efficientdet
+from nlighten_tf.optimize import quantize, training
+from tests.models.detectors import NUM_CLASSES, SIZE, TINY, shapes_batch
+
+
+def test_only_unfoldable_batchnorms_and_fusion_get_output_configs():
+    lite = models.build("efficientdet_lite0", **TINY)
+    custom = quantize._custom_quantize_configs(lite)
+    # The per-level BatchNorms after the shared head convs, nothing in backbone or BiFPN.
+    expected = {f"{net}_conv0_bn_p{level}" for net in ("class_net", "box_net") for level in range(3, 8)}
+    assert set(custom) == expected
+    d0 = models.build("efficientdet_d0", **TINY)
+    fusions = {layer.name for layer in d0.layers if isinstance(layer, efficientdet.FastNormalizedFusion)}
+    assert fusions <= set(quantize._custom_quantize_configs(d0))
+
+
+def test_tiny_lite0_qat_trains_with_the_detection_loss():
+    tf_keras.utils.set_random_seed(0)
+    model = models.build("efficientdet_lite0", **TINY)
+    images, annotations = shapes_batch()
+    anchors = efficientdet.anchors(SIZE, "efficientdet_lite0")
+    labels = detection.encode_targets(annotations, anchors, (SIZE, SIZE), "xyxy", num_classes=NUM_CLASSES)
+    import tensorflow as tf
+
+    train = tf.data.Dataset.from_tensor_slices((images, detection.training_targets(labels))).batch(2)
+    config = training.TrainConfig(epochs=1.5, learning_rate=1e-3, verbose=0)  # 3 steps
+    result = quantize.qat(model, train, config, scheme="default", compile_options=detection.compile_losses())
+    assert result.scheme == "default"
+    assert any("Quantize" in type(layer).__name__ for layer in result.model.layers)
+    losses = result.history["loss"]
+    assert len(losses) == 2 and np.isfinite(losses).all(), losses
+    class_logits, box_regression = result.model(images[:1], training=False)
+    assert class_logits.shape == (1, len(anchors), NUM_CLASSES) and np.isfinite(class_logits).all()
+
+
+def test_compile_options_may_not_set_the_optimizer():
+    model = models.build("efficientdet_lite0", **TINY)
+    import tensorflow as tf
+
+    train = tf.data.Dataset.from_tensor_slices(
+        (np.zeros((1, SIZE, SIZE, 3), np.float32), np.zeros((1,)))
+    ).batch(1)
+    with pytest.raises(ValueError, match="must not set the optimizer"):
+        quantize.qat(model, train, training.TrainConfig(verbose=0), compile_options={"optimizer": "sgd"})
