@@ -11,7 +11,7 @@ import numpy as np
 import tf_keras
 from tf_keras import layers
 
-from nlighten_tf.keras_utils import unwrap
+from nlighten_tf.keras_utils import calls_in, unwrap
 
 
 def count_params(model: tf_keras.Model, trainable_only: bool = True) -> int:
@@ -47,21 +47,10 @@ def per_layer_madds(model: tf_keras.Model) -> dict[str, int]:
             for name, value in per_layer_madds(layer).items():
                 counts[f"{layer.name}/{name}"] = value
             continue
-        value = sum(layer_madds(layer, _single(layer.get_output_shape_at(i))) for i in _calls(model, layer))
+        value = sum(layer_madds(layer, _single(layer.get_output_shape_at(i))) for i in calls_in(model, layer))
         if value:
             counts[layer.name] = value
     return counts
-
-
-def _calls(model: tf_keras.Model, layer: layers.Layer) -> list[int]:
-    """The node indices at which `model`'s graph calls `layer`: every call of a shared layer
-    (detection heads run one conv on each pyramid level), but not calls from other models that
-    reuse the layer object (optimize.graph.rebuild)."""
-    network_nodes = getattr(model, "_network_nodes", None)
-    if not network_nodes:  # a subclassed model: its layers were called once
-        return [0]
-    calls = [i for i in range(len(layer.inbound_nodes)) if f"{layer.name}_ib-{i}" in network_nodes]
-    return calls or [0]
 
 
 def _single(shape):

@@ -28,6 +28,7 @@ import tensorflow_model_optimization as tfmot
 import tf_keras
 from tf_keras import layers
 
+from nlighten_tf.keras_utils import calls_in, node_in_model
 from nlighten_tf.optimize import training, weight_stats
 
 _quantize = tfmot.quantization.keras
@@ -74,22 +75,24 @@ def _custom_quantize_configs(model: tf_keras.Model) -> dict[str, type[_quantize.
         config_class = EXTRA_QUANTIZE_CONFIGS.get(type(layer))
         if config_class is None and isinstance(layer, FastNormalizedFusion):
             config_class = OutputQuantizeConfig
-        if config_class is None and isinstance(layer, layers.BatchNormalization) and _after_unfoldable_conv(layer):
+        if config_class is None and isinstance(layer, layers.BatchNormalization) and _after_unfoldable_conv(model, layer):
             config_class = OutputQuantizeConfig
         if config_class is not None:
             found[layer.name] = config_class
     return found
 
 
-def _after_unfoldable_conv(batch_norm: layers.Layer) -> bool:
-    """True when `batch_norm` follows a conv TFMOT's Conv+BatchNorm fold skips: one that is
-    called more than once (shared across pyramid levels) or feeds more than one layer."""
-    for node in batch_norm._inbound_nodes:
-        inbound = node.inbound_layers
+def _after_unfoldable_conv(model: tf_keras.Model, batch_norm: layers.Layer) -> bool:
+    """True when `batch_norm` follows a conv TFMOT's Conv+BatchNorm fold skips: one that `model`
+    calls more than once (shared across pyramid levels) or that feeds more than one layer in it.
+    Only `model`'s own nodes count: layers reused by copies of the model carry theirs too."""
+    for index in calls_in(model, batch_norm):
+        inbound = batch_norm._inbound_nodes[index].inbound_layers
         for producer in inbound if isinstance(inbound, list) else [inbound]:
-            if isinstance(producer, _CONV_LAYERS) and (
-                len(producer._inbound_nodes) > 1 or len(producer._outbound_nodes) > 1
-            ):
+            if not isinstance(producer, _CONV_LAYERS):
+                continue
+            consumers = [n for n in producer._outbound_nodes if node_in_model(model, n)]
+            if len(calls_in(model, producer)) > 1 or len(consumers) > 1:
                 return True
     return False
 

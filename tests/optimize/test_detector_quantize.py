@@ -22,6 +22,21 @@ def test_only_unfoldable_batchnorms_and_fusion_get_output_configs():
     assert fusions <= set(quantize._custom_quantize_configs(d0))
 
 
+def test_a_classifier_reused_by_other_models_keeps_its_batchnorms_foldable():
+    """Layer objects keep the nodes of every model they were called in (copies, rebuilt graphs):
+    only the model's own graph decides whether a conv is shared, or QAT would stop folding the
+    classifier's BatchNorms once any copy of it existed."""
+    from nlighten_tf.optimize import graph
+
+    classifier = models.build("efficientnet_lite0", input_shape=(32, 32, 3), num_classes=10,
+                              width_coefficient=0.5, depth_coefficient=0.34, head_filters=128)  # fmt: skip
+    graph.rebuild(classifier, {})  # calls every layer of `classifier` once more, in another model
+    assert quantize._custom_quantize_configs(classifier) == {}
+    detector = models.build("efficientdet_lite0", **TINY)
+    head_batchnorms = [layer.name for layer in detector.layers if layer.name.startswith("class_net_conv0_bn_p")]
+    assert set(head_batchnorms) <= set(quantize._custom_quantize_configs(detector))
+
+
 def test_tiny_lite0_qat_trains_with_the_detection_loss():
     tf_keras.utils.set_random_seed(0)
     model = models.build("efficientdet_lite0", **TINY)
