@@ -317,16 +317,23 @@ def run_edgetpu(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
         min_runtime_version=config.min_runtime_version, timeout=config.timeout, analysis_only=not config.compile,
     )  # fmt: skip
     # `workdir` is renamed when the stage completes: name files by their final place in the run.
-    def final(path: str) -> str:
-        return f"{stage.dirname}/{os.path.relpath(path, workdir)}"
-
-    result["model"] = final(result["model"])
-    result["files"] = [final(f) for f in result["files"]]
+    result = _relocated(result, os.fspath(workdir), stage.dirname)
     ctx.log(f"  Edge TPU: {result['verdict']}")
     ctx.log(f"  compiled: {'yes' if result['compiled'] else 'no'} ({result['reason']})")
     entry["edgetpu_verdict"] = result["verdict"]
     return Outcome(metrics={"exports": [entry], "edgetpu": result}, exports=[entry],
                    summary="compiled" if result["compiled"] else "analysed, not compiled")  # fmt: skip
+
+
+def _relocated(value: Any, old: str, new: str) -> Any:
+    """`value` (JSON-like) with every path under directory `old` moved under `new`."""
+    if isinstance(value, str):
+        return new + value[len(old) :] if value == old or value.startswith(old + os.sep) else value
+    if isinstance(value, list):
+        return [_relocated(v, old, new) for v in value]
+    if isinstance(value, dict):
+        return {k: _relocated(v, old, new) for k, v in value.items()}
+    return value
 
 
 BENCH_ROW_KEYS = ("name", "threads", "size_bytes", "gzip_bytes", "init_ms", "min_ms", "median_ms", "p90_ms",
