@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from nlighten_tf.data import digits, fashion_mnist, folder, tfds_source
+from nlighten_tf.data import detection, digits, fashion_mnist, folder, tfds_source
 from nlighten_tf.data.augment import AugmentConfig, Augmenter, parse_augment
 from nlighten_tf.data.errors import DataError
 from nlighten_tf.data.preprocessing import check_image_size, eval_transform, normalize, resolve_scheme, to_rgb
@@ -35,6 +35,8 @@ class DatasetInfo:
     augment: str = "none"
     one_hot: bool = False  # labels are one-hot float32 vectors instead of int64 indices
     skipped: tuple[str, ...] = ()  # unreadable files left out under on_corrupt="skip"
+    # Detection sets (data/detection.py): labels are keras-cv box dicts in this format.
+    box_format: str | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -57,6 +59,11 @@ def open_raw(
     if on_corrupt not in folder.ON_CORRUPT:
         raise DataError(f"on_corrupt must be one of {', '.join(folder.ON_CORRUPT)}, got {on_corrupt!r}")
     parsed = parse_spec(spec)
+    if detection.is_detection_spec(parsed):
+        raise DataError(
+            f"{spec} is a detection data set: its examples carry boxes, not one class label; "
+            "read it with nlighten_tf.data.load (data/detection.py)"
+        )
     if parsed.kind == "digits":
         return digits.open_split(split, limit)
     if parsed.kind == "folder":
@@ -131,6 +138,9 @@ def load(
 ) -> tuple[tf.data.Dataset, DatasetInfo]:
     """A batched, prefetched dataset of (float32 images (B, S, S, 3), labels) and its DatasetInfo.
 
+    Detection specs (``shapes``, ``tfds:coco/...``, ``tfds:voc/...``) go to
+    `detection.load_detection`: labels are then keras-cv box dicts (``info.box_format``).
+
     Labels are int64 class indices (B,), or float32 one-hot vectors (B, num_classes) when
     `one_hot` or MixUp/CutMix is on.
 
@@ -156,6 +166,13 @@ def load(
       one_hot: one-hot float32 labels (forced on by MixUp/CutMix).
       download: let TFDS download and prepare missing data (needs network).
     """
+    if detection.is_detection_spec(spec):
+        if augment is not None or one_hot or crop:
+            raise DataError(f"{spec} is a detection data set: augment, one_hot and crop do not apply to it")
+        return detection.load_detection(
+            spec, split, image_size, batch_size, preprocessing, model, shuffle, seed, data_dir, cache, limit,
+            download,
+        )  # fmt: skip
     image_size = check_image_size(image_size)
     if int(batch_size) != batch_size or batch_size < 1:
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")

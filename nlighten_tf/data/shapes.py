@@ -121,3 +121,99 @@ def dataset(n: int, seed: int = 0, config: ShapesConfig = ShapesConfig()):
 
     batch = generate(n, seed, config)
     return tf.data.Dataset.from_tensor_slices((batch.images, batch.annotations))
+
+
+# --- Dense annotations: class masks and key points --------------------------------------------
+#
+# The same images as `sample`, with what a segmenter and a key-point model train on. `_render`
+# replays `sample`'s random draws one for one (tests/data/test_shapes.py checks the images,
+# boxes and classes are identical), so image `i` of seed `s` is the same in every form.
+
+# Every shape has this many key-point slots (pixel-edge xy, like the boxes), in clockwise order:
+# rectangle: its four corners from the top-left; ellipse: its top, right, bottom and left
+# extreme points; triangle: apex, bottom-right, bottom-left corners and an invisible fourth slot.
+KEYPOINTS_PER_SHAPE = 4
+KEYPOINT_NAMES = {
+    "rectangle": ("top_left", "top_right", "bottom_right", "bottom_left"),
+    "ellipse": ("top", "right", "bottom", "left"),
+    "triangle": ("apex", "bottom_right", "bottom_left", None),
+}
+
+
+@dataclasses.dataclass
+class DenseShapesBatch(ShapesBatch):
+    masks: np.ndarray  # [N, H, W] uint8: 0 background, 1 + class id on the shape's pixels
+    keypoints: np.ndarray  # [N, max_objects, KEYPOINTS_PER_SHAPE, 2] float32 xy pixels, -1 padding
+    visible: np.ndarray  # [N, max_objects, KEYPOINTS_PER_SHAPE] bool (False for padding)
+
+
+def _keypoints(kind: int, x: int, y: int, height: int, width: int, apex: float | None) -> np.ndarray:
+    if kind == 0:
+        return np.array([(x, y), (x + width, y), (x + width, y + height), (x, y + height)], np.float32)
+    if kind == 1:
+        cx, cy = x + width / 2, y + height / 2
+        return np.array([(cx, y), (x + width, cy), (cx, y + height), (x, cy)], np.float32)
+    return np.array([(x + apex, y), (x + width, y + height), (x, y + height), (-1, -1)], np.float32)
+
+
+def _render(index: int, seed: int, config: ShapesConfig):
+    """`sample`'s image, boxes and classes plus the class mask, key points and visibility."""
+    rng = np.random.default_rng([seed, index])
+    size = config.image_size
+    background = float(rng.integers(40, 216))
+    image = np.clip(rng.normal(background, config.noise, (size, size, 3)), 0, 255)
+    boxes, classes, points, taken = [], [], [], np.zeros((size, size), bool)
+    class_mask = np.zeros((size, size), np.uint8)
+    wanted = int(rng.integers(1, config.max_objects + 1))
+    for _ in range(50 * wanted):
+        if len(boxes) == wanted:
+            break
+        height, width = rng.integers(config.min_size, config.max_size + 1, 2)
+        y, x = int(rng.integers(0, size - height + 1)), int(rng.integers(0, size - width + 1))
+        if taken[max(y - 2, 0) : y + height + 2, max(x - 2, 0) : x + width + 2].any():
+            continue
+        kind = int(rng.integers(len(CLASSES)))
+        apex = None
+        if kind == 2:  # peek at the apex draw `_mask` is about to make
+            probe = np.random.Generator(np.random.PCG64())
+            probe.bit_generator.state = rng.bit_generator.state
+            apex = probe.uniform(0.2, 0.8) * width
+        mask = _mask(kind, int(height), int(width), rng)
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        image[y : y + height, x : x + width][mask] = _colour(background, rng)
+        class_mask[y : y + height, x : x + width][mask] = kind + 1
+        taken[y : y + height, x : x + width] = True
+        boxes.append((x + cols[0], y + rows[0], x + cols[-1] + 1, y + rows[-1] + 1))
+        classes.append(kind)
+        points.append(_keypoints(kind, x, y, int(height), int(width), apex))
+    keypoints = np.asarray(points, np.float32).reshape(-1, KEYPOINTS_PER_SHAPE, 2)
+    return (
+        image.astype(np.uint8),
+        np.asarray(boxes, np.float32).reshape(-1, 4),
+        np.asarray(classes, np.float32),
+        class_mask,
+        keypoints,
+        keypoints[..., 0] >= 0,
+    )
+
+
+def generate_dense(
+    n: int, seed: int = 0, config: ShapesConfig = ShapesConfig(), start: int = 0
+) -> DenseShapesBatch:
+    """`generate`'s images and boxes with per-pixel class masks and per-shape key points."""
+    size, m = config.image_size, config.max_objects
+    batch = DenseShapesBatch(
+        images=np.zeros((n, size, size, 3), np.uint8),
+        boxes=-np.ones((n, m, 4), np.float32),
+        classes=-np.ones((n, m), np.float32),
+        masks=np.zeros((n, size, size), np.uint8),
+        keypoints=-np.ones((n, m, KEYPOINTS_PER_SHAPE, 2), np.float32),
+        visible=np.zeros((n, m, KEYPOINTS_PER_SHAPE), bool),
+    )
+    for i in range(n):
+        image, boxes, classes, mask, keypoints, visible = _render(start + i, seed, config)
+        count = len(boxes)
+        batch.images[i], batch.masks[i] = image, mask
+        batch.boxes[i, :count], batch.classes[i, :count] = boxes, classes
+        batch.keypoints[i, :count], batch.visible[i, :count] = keypoints, visible
+    return batch

@@ -16,8 +16,8 @@ import tensorflow_datasets as tfds
 
 from nlighten_tf.data.errors import DataError
 
-BUILTIN_SPECS = ("fashion_mnist", "digits")
-SPEC_FORMS = "tfds:NAME[:VERSION][/CONFIG], folder:PATH, fashion_mnist, digits"
+BUILTIN_SPECS = ("fashion_mnist", "digits", "shapes")
+SPEC_FORMS = "tfds:NAME[:VERSION][/CONFIG], folder:PATH, fashion_mnist, digits, shapes"
 
 # Names people use for the validation split; resolved only when the source lacks the name.
 _SPLIT_ALIASES = {"val": "validation", "valid": "validation", "validation": "val", "eval": "validation"}
@@ -30,7 +30,7 @@ _TFDS_RE = re.compile(
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    kind: str  # "tfds", "folder", "fashion_mnist" or "digits"
+    kind: str  # "tfds", "folder", "fashion_mnist", "digits" or "shapes" (detection)
     text: str  # as the user wrote it
     name: str | None = None  # TFDS builder name
     config: str | None = None

@@ -6,12 +6,14 @@ and a silent multi-gigabyte download is worse than a clear error saying how to p
 
 from __future__ import annotations
 
+from typing import Any
+
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from nlighten_tf.data.errors import DataError
 from nlighten_tf.data.raw import RawSplit
-from nlighten_tf.data.specs import Spec, resolve_split
+from nlighten_tf.data.specs import ResolvedSplit, Spec, resolve_split
 
 # Shuffling happens on encoded bytes (tens of kB each), so this bounds memory, not quality.
 MAX_SHUFFLE_BUFFER = 10_000
@@ -25,7 +27,8 @@ class NotPreparedError(DataError):
         self.data_dir = data_dir
 
 
-def _builder(spec: Spec, data_dir: str | None) -> tfds.core.DatasetBuilder:
+def builder(spec: Spec, data_dir: str | None) -> tfds.core.DatasetBuilder:
+    """The TFDS builder of `spec` (DataError naming the spec for an unknown name/config/version)."""
     try:
         return tfds.builder(spec.tfds_name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
@@ -66,6 +69,37 @@ def _classification_keys(spec: Spec, info: tfds.core.DatasetInfo) -> tuple[str, 
     return images[0], labels[0]
 
 
+def read_split(
+    dataset_builder: tfds.core.DatasetBuilder,
+    spec: Spec,
+    split: str,
+    *,
+    download: bool,
+    shuffle_files: bool,
+    seed: int | None,
+    decoders: dict[str, Any] | None = None,
+) -> tuple[tf.data.Dataset, ResolvedSplit]:
+    """The examples of `split` (slices and `+` resolved against the builder's split sizes);
+    NotPreparedError naming the directory and the fix when the data is not there and
+    `download` is off."""
+    if not dataset_builder.is_prepared():
+        if not download:
+            raise NotPreparedError(
+                f"{spec.text}: TFDS data for {spec.tfds_name!r} is not prepared in {dataset_builder.data_dir_root}; "
+                f"fix: pass data_dir=<directory holding a prepared copy>, run `tfds build {spec.tfds_name} "
+                f"--data_dir=DIR` where there is network, or pass download=True",
+                data_dir=str(dataset_builder.data_dir_root),
+            )
+        dataset_builder.download_and_prepare()
+    sizes = {name: split_info.num_examples for name, split_info in dataset_builder.info.splits.items()}
+    resolved = resolve_split(split, sizes, where=spec.text)
+    dataset = dataset_builder.as_dataset(
+        split=resolved.text, decoders=decoders, shuffle_files=shuffle_files,
+        read_config=tfds.ReadConfig(shuffle_seed=seed),
+    )  # fmt: skip
+    return dataset, resolved
+
+
 def open_split(
     spec: Spec,
     split: str,
@@ -76,32 +110,19 @@ def open_split(
     shuffle_files: bool,
     seed: int | None,
 ) -> RawSplit:
-    builder = _builder(spec, data_dir)
-    image_key, label_key = _classification_keys(spec, builder.info)
-    image_feature = builder.info.features[image_key]
+    dataset_builder = builder(spec, data_dir)
+    image_key, label_key = _classification_keys(spec, dataset_builder.info)
+    image_feature = dataset_builder.info.features[image_key]
     channels = image_feature.shape[-1]
     if channels not in (1, 3) or image_feature.tf_dtype != tf.uint8:
         raise DataError(
             f"{spec.text}: images are {image_feature.tf_dtype.name} with {channels} channels; "
             "the data layer reads uint8 grayscale or RGB images"
         )
-    if not builder.is_prepared():
-        if not download:
-            raise NotPreparedError(
-                f"{spec.text}: TFDS data for {spec.tfds_name!r} is not prepared in {builder.data_dir_root}; "
-                f"fix: pass data_dir=<directory holding a prepared copy>, run `tfds build {spec.tfds_name} "
-                f"--data_dir=DIR` where there is network, or pass download=True",
-                data_dir=str(builder.data_dir_root),
-            )
-        builder.download_and_prepare()
-    sizes = {name: split_info.num_examples for name, split_info in builder.info.splits.items()}
-    resolved = resolve_split(split, sizes, where=spec.text)
-    dataset = builder.as_dataset(
-        split=resolved.text,
+    dataset, resolved = read_split(
+        dataset_builder, spec, split, download=download, shuffle_files=shuffle_files, seed=seed,
         decoders={image_key: tfds.decode.SkipDecoding()},
-        shuffle_files=shuffle_files,
-        read_config=tfds.ReadConfig(shuffle_seed=seed),
-    )
+    )  # fmt: skip
     elements = dataset.map(lambda example: (example[image_key], example[label_key]))
     num_examples = resolved.num_examples
     if limit is not None:
@@ -116,8 +137,8 @@ def open_split(
         elements=elements,
         decode=decode,
         num_examples=num_examples,
-        class_names=tuple(builder.info.features[label_key].names),
-        source=f"TFDS {builder.info.full_name} in {builder.data_dir_root}",
+        class_names=tuple(dataset_builder.info.features[label_key].names),
+        source=f"TFDS {dataset_builder.info.full_name} in {dataset_builder.data_dir_root}",
         split=resolved.text,
         # Variable-size photos get the reference centre crop; fixed-size sets (MNIST, CIFAR)
         # are small, whole-image crops already.

@@ -12,7 +12,10 @@ table at coral.ai/docs/edgetpu/models-intro):
 - only ops on Coral's list, each within its documented limitations (`SUPPORTED_OPS`).
 
 The compiler maps ops in execution order up to the first op that breaks a rule; that op and
-everything after it run on the CPU. About 8 MiB of on-chip SRAM caches the parameters of the
+everything after it run on the CPU. One exception by design: a detector's trailing
+``TFLite_Detection_PostProcess`` custom op (with the DEQUANTIZEs feeding it) is the float decode +
+NMS tail every SSD/EfficientDet export ends with; it runs on the CPU after the Edge TPU part
+(`postprocess_tail`) and is reported as such, not as a split in the middle of the model. About 8 MiB of on-chip SRAM caches the parameters of the
 mapped ops; what does not fit is streamed from host memory on every inference.
 """
 
@@ -108,6 +111,7 @@ class OpRow:
     reason: str  # why not (or the caveat of a mapped op); "" when plainly supported
     edge: bool = False  # a QUANTIZE/DEQUANTIZE converting the model's input/output: never splits the graph
     madds: int = 0
+    postprocess: bool = False  # part of a detector's trailing post-process (CPU by design; also `edge`)
     param_bytes: int = 0  # constant tensors this op reads
 
     @property
@@ -201,6 +205,32 @@ def edge_side(graph: Graph, index: int) -> str | None:
     if outs and outs[0] in graph_outputs:
         return "output"
     return None
+
+
+POSTPROCESS_OPS = ("TFLite_Detection_PostProcess",)
+
+
+def postprocess_tail(graph: Graph) -> set[int]:
+    """Indices of a detector's trailing post-process: `POSTPROCESS_OPS` whose outputs are all
+    model outputs, plus the DEQUANTIZE ops that only feed them (empty for other models)."""
+    graph_outputs = {int(t) for t in (graph.subgraph.outputs if graph.subgraph.outputs is not None else [])}
+    tail = {
+        i for i, op_type in enumerate(graph.op_types)
+        if op_type in POSTPROCESS_OPS and set(_outputs(graph, i)) <= graph_outputs
+    }  # fmt: skip
+    if not tail:
+        return tail
+    consumers: dict[int, set[int]] = {}
+    for i in range(len(graph.operators)):
+        for tensor in _inputs(graph, i):
+            consumers.setdefault(tensor, set()).add(i)
+    for i, op_type in enumerate(graph.op_types):
+        outs = _outputs(graph, i)
+        if op_type == "DEQUANTIZE" and outs and all(
+            t not in graph_outputs and consumers.get(t) and consumers[t] <= tail for t in outs
+        ):
+            tail.add(i)
+    return tail
 
 
 def _external_tensors(graph: Graph, index: int) -> set[int]:
@@ -439,7 +469,10 @@ def check_compilable(model: Graph | bytes | str | os.PathLike[str]) -> list[str]
     graph, _ = _graph(model)
     problems = []
     floats: list[tuple[int, int]] = []  # (tensor, op)
+    tail = postprocess_tail(graph)
     for index in range(len(graph.operators)):
+        if index in tail:  # float by design, on the CPU after the Edge TPU part
+            continue
         exempt = _external_tensors(graph, index)
         for tensor in _inputs(graph, index) + _outputs(graph, index):
             if tensor not in exempt and _dtype(graph, tensor) in ("float32", "float16", "float64"):
@@ -493,7 +526,16 @@ def analyse(model: Graph | bytes | str | os.PathLike[str]) -> CompatReport:
     problems = check_compilable(graph)
     rows: list[OpRow] = []
     first: int | None = None
+    tail = postprocess_tail(graph)
     for index, op_type in enumerate(graph.op_types):
+        if index in tail:
+            rows.append(OpRow(
+                index, op_type, mapped=False, edge=True, postprocess=True, madds=inspect.op_madds(graph, index),
+                param_bytes=_bytes(graph, set(_param_tensors(graph, index))),
+                reason="detection post-process (decode + NMS in float): runs on the CPU by design, after the Edge TPU part"
+                if op_type in POSTPROCESS_OPS else "dequantizes the head outputs for the CPU post-process (by design)",
+            ))  # fmt: skip
+            continue
         problem = op_problem(graph, index)
         side = edge_side(graph, index)
         row = OpRow(index, op_type, mapped=False, reason="", madds=inspect.op_madds(graph, index))
@@ -546,13 +588,14 @@ def _warnings(graph: Graph, rows: list[OpRow], param_bytes: int) -> list[str]:
         )
     float_edges = [
         row.index for row in rows
-        if row.edge and any(_dtype(graph, t) not in QUANTIZED for t in _external_tensors(graph, row.index))
+        if row.edge and not row.postprocess and any(_dtype(graph, t) not in QUANTIZED for t in _external_tensors(graph, row.index))
     ]  # fmt: skip
     if float_edges:
-        warnings.append(
-            f"float input/output: {len(float_edges)} QUANTIZE/DEQUANTIZE at the edges run on the CPU; export "
-            "target edgetpu gives uint8 input/output"
+        remedy = (
+            "detector files keep float input (export.detection.export_detector), the QUANTIZE costs one pass "
+            "over the image" if any(row.postprocess for row in rows) else "export target edgetpu gives uint8 input/output"
         )
+        warnings.append(f"float input/output: {len(float_edges)} QUANTIZE/DEQUANTIZE at the edges run on the CPU; {remedy}")
     batch = [t for t in (graph.subgraph.inputs if graph.subgraph.inputs is not None else [])
              if graph.shape_signature(int(t))[:1] == (-1,)]  # fmt: skip
     if batch:
@@ -572,6 +615,12 @@ def _verdict(graph: Graph, report: CompatReport) -> tuple[str, str]:
         f"parameters {_size(report.param_bytes)} exceed the {_size(SRAM_BYTES)} on-chip SRAM: "
         f"{_size(report.streamed_bytes)} stream from host memory on every inference (that is where latency goes)"
     )  # fmt: skip
+    tail = [row for row in report.ops if row.postprocess]
+    if tail:
+        share += (
+            f"; the detection post-process ({', '.join(sorted({row.op for row in tail}))}, {len(tail)} ops) runs on "
+            "the CPU by design"
+        )
     if report.problems:
         return "refused", "REFUSED - " + "; ".join(report.problems)
     if report.first_unsupported is None:
@@ -601,7 +650,8 @@ def format_report(report: CompatReport, max_rows: int = 200) -> str:
     compute = report.compute_ops
     lines = [f"{report.path}: {report.size_bytes:,} bytes, {len(report.ops)} ops ({len(compute)} compute ops)"]
     rows = [
-        {"#": row.index, "op": row.op, "runs on": row.device + (" (edge)" if row.edge else ""),
+        {"#": row.index, "op": row.op,
+         "runs on": row.device + (" (post-process)" if row.postprocess else " (edge)" if row.edge else ""),
          "MAdds": row.madds, "params (bytes)": row.param_bytes, "reason / note": row.reason}
         for row in report.ops[:max_rows]
     ]  # fmt: skip

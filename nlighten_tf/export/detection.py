@@ -36,6 +36,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from nlighten_tf.export.metadata import DetectorMetadata
+from nlighten_tf.export.metadata import embed as embed_metadata
 from nlighten_tf.export.tflite import (
     ExportError,
     ExportResult,
@@ -269,6 +271,7 @@ def export_detector(
     labels: list[str] | None = None,
     sidecar: bool = True,
     extra: dict[str, Any] | None = None,
+    detector_metadata: DetectorMetadata | None = None,
 ) -> ExportResult:
     """Converts a detector (class logits, box deltas over anchors) to a `.tflite` ending in
     ``TFLite_Detection_PostProcess`` and writes it (and `<path minus .tflite>.json`) atomically.
@@ -277,9 +280,16 @@ def export_detector(
         anchor array itself (``[N, 4]`` ``yxyx`` pixels, e.g. ``efficientdet.anchors(size, name)``).
     representative_dataset: calibration images for int8 (QAT models too: see `convert_detector`).
     labels: class names, recorded in the sidecar JSON.
+    detector_metadata: labels and normalisation to embed as TFLite metadata (+ packed labels.txt)
+        so that the Task Library's ObjectDetector and the Raspberry Pi examples can load the file.
     """
     config = PostProcessConfig(max_detections, score_threshold, iou_threshold, use_regular_nms)
     flatbuffer, notes = convert_detector(model, anchors, representative_dataset, config, quantization)
+    if detector_metadata is not None:
+        if labels is not None and list(labels) != list(detector_metadata.labels):
+            raise ValueError("labels and detector_metadata.labels differ; pass one of them")
+        flatbuffer = embed_metadata(flatbuffer, detector_metadata)
+        labels = list(detector_metadata.labels)
     facts = {
         "task": "detection", "quantization": quantization, "labels": labels, "outputs_in_order": list(OUTPUTS),
         "postprocess": {"op": POSTPROCESS_OP, **dataclasses.asdict(config)},

@@ -1,4 +1,5 @@
-"""Classifier metadata packed into a `.tflite` the way TFLite Task Library / MediaPipe read it.
+"""Classifier and object-detector metadata packed into a `.tflite` the way TFLite Task Library /
+MediaPipe read it.
 
 What an app gets without reading our code:
 - a `TFLITE_METADATA` entry in `Model.metadata` (identifier "M001"): `ModelMetadata` with one
@@ -8,6 +9,11 @@ What an app gets without reading our code:
 - `labels.txt` itself, one label per line, in a zip archive appended to the flatbuffer (the
   `.tflite` stays a valid flatbuffer and is also a valid zip): exactly how tflite-support's
   `MetadataPopulator` stores associated files.
+- for a detector (`DetectorMetadata`, a model ending in TFLite_Detection_PostProcess): the four
+  outputs named as ObjectDetector expects ("location", "category", "score", "number of
+  detections"), the location tensor with `BoundingBoxProperties` (BOUNDARIES, RATIO, index
+  1, 0, 3, 2: top, left, bottom, right), `labels.txt` on the category tensor as
+  TENSOR_VALUE_LABELS (the label of class id k is line k).
 
 tflite-support cannot be installed beside TensorFlow 2.21 (protobuf 3.20, NumPy 1), so the
 metadata is built with its FlatBuffers-generated schema (vendored,
@@ -33,8 +39,17 @@ METADATA_NAME = "TFLITE_METADATA"  # Model.metadata entry the Task Library looks
 METADATA_IDENTIFIER = b"M001"
 LABELS_FILE = "labels.txt"
 # Only fields of metadata schema 1.0.0 are written (no tensor groups, no subgraph-level
-# process units, no versioned files), so every metadata parser reads them.
+# process units, no versioned files), so every metadata parser reads them. Without an output
+# tensor group ObjectDetector reads a detector's outputs by position, which is why
+# `export.detection.order_outputs` fixes them to location, category, score, count.
 MIN_PARSER_VERSION = "1.0.0"
+DETECTOR_OUTPUTS = (  # name, description: the names ObjectDetector knows the outputs by
+    ("location", "The locations of the detected boxes: [top, left, bottom, right] relative to the image."),
+    ("category", "The categories of the detected boxes: class ids (as floats) indexing labels.txt."),
+    ("score", "The scores of the detected boxes."),
+    ("number of detections", "The number of valid detected boxes."),
+)
+_BOX_INDEX = (1, 0, 3, 2)  # where left, top, right, bottom sit in a [top, left, bottom, right] box
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,21 +81,36 @@ class ClassifierMetadata:
         return out
 
 
+@dataclasses.dataclass(frozen=True)
+class DetectorMetadata(ClassifierMetadata):
+    """What a deployed object detector (outputs of TFLite_Detection_PostProcess) needs."""
+
+    name: str = "ObjectDetector"
+    description: str = (
+        "Identify which of a known set of objects might be present and where they are in the image."
+    )
+
+
 def from_scheme(
-    labels: Sequence[str], scheme: str, input_size: tuple[int, int], **kwargs: Any
+    labels: Sequence[str],
+    scheme: str,
+    input_size: tuple[int, int],
+    kind: type[ClassifierMetadata] = ClassifierMetadata,
+    **kwargs: Any,
 ) -> ClassifierMetadata:
-    """ClassifierMetadata for a `nlighten_tf.data` normalisation scheme ("lite", "mobilenet", ...)."""
+    """Metadata of ``kind`` (ClassifierMetadata or DetectorMetadata) for a `nlighten_tf.data`
+    normalisation scheme ("lite", "mobilenet", ...)."""
     from nlighten_tf.data.preprocessing import mean_std
 
     mean, std = mean_std(scheme)
-    return ClassifierMetadata(
+    return kind(
         labels=tuple(str(label) for label in labels), mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std), input_size=(int(input_size[0]), int(input_size[1])),
         preprocessing=scheme, **kwargs,
     )  # fmt: skip
 
 
-def _metadata_buffer(info: ClassifierMetadata, input_type: str, output_type: str) -> bytes:
+def _image_metadata(info: ClassifierMetadata, input_type: str) -> Any:
     image = meta_fb.TensorMetadataT()
     image.name = "image"
     image.description = (
@@ -104,22 +134,66 @@ def _metadata_buffer(info: ClassifierMetadata, input_type: str, output_type: str
         image.stats.max = [(255.0 - m) / s for m, s in zip(info.mean, info.std, strict=True)]
     elif input_type == "uint8":
         image.stats.min, image.stats.max = [0.0], [255.0]
+    return image
 
-    scores = meta_fb.TensorMetadataT()
-    scores.name = "logits"
-    scores.description = f"Scores (logits) of the {len(info.labels)} labels ({output_type})."
-    scores.content = meta_fb.ContentT()
-    scores.content.contentPropertiesType = meta_fb.ContentProperties.FeatureProperties
-    scores.content.contentProperties = meta_fb.FeaturePropertiesT()
+
+def _labels_file(kind: int, description: str) -> Any:
     labels = meta_fb.AssociatedFileT()
     labels.name = LABELS_FILE
-    labels.description = "Labels for the categories the model can recognise."
-    labels.type = meta_fb.AssociatedFileType.TENSOR_AXIS_LABELS
-    scores.associatedFiles = [labels]
+    labels.description = description
+    labels.type = kind
+    return labels
 
+
+def _tensor(name: str, description: str, properties_type: int, properties: Any, value_dim: int | None = None) -> Any:
+    tensor = meta_fb.TensorMetadataT()
+    tensor.name = name
+    tensor.description = description
+    tensor.content = meta_fb.ContentT()
+    tensor.content.contentPropertiesType = properties_type
+    tensor.content.contentProperties = properties
+    if value_dim is not None:  # the axis that runs over detections, as ObjectDetector expects
+        tensor.content.range = meta_fb.ValueRangeT()
+        tensor.content.range.min = tensor.content.range.max = value_dim
+    return tensor
+
+
+def _classifier_outputs(info: ClassifierMetadata, output_type: str) -> list[Any]:
+    scores = _tensor(
+        "logits", f"Scores (logits) of the {len(info.labels)} labels ({output_type}).",
+        meta_fb.ContentProperties.FeatureProperties, meta_fb.FeaturePropertiesT(),
+    )  # fmt: skip
+    scores.associatedFiles = [
+        _labels_file(meta_fb.AssociatedFileType.TENSOR_AXIS_LABELS, "Labels for the categories the model can recognise.")
+    ]
+    return [scores]
+
+
+def _detector_outputs() -> list[Any]:
+    box = meta_fb.BoundingBoxPropertiesT()
+    box.index = list(_BOX_INDEX)
+    box.type = meta_fb.BoundingBoxType.BOUNDARIES
+    box.coordinateType = meta_fb.CoordinateType.RATIO
+    (location, about_location), (category, about_category), (score, about_score), (count, about_count) = DETECTOR_OUTPUTS
+    feature = meta_fb.ContentProperties.FeatureProperties
+    outputs = [
+        _tensor(location, about_location, meta_fb.ContentProperties.BoundingBoxProperties, box, value_dim=2),
+        _tensor(category, about_category, feature, meta_fb.FeaturePropertiesT(), value_dim=2),
+        _tensor(score, about_score, feature, meta_fb.FeaturePropertiesT(), value_dim=2),
+        _tensor(count, about_count, feature, meta_fb.FeaturePropertiesT()),
+    ]
+    outputs[1].associatedFiles = [
+        _labels_file(meta_fb.AssociatedFileType.TENSOR_VALUE_LABELS, "Labels of the class ids in the category output.")
+    ]
+    return outputs
+
+
+def _metadata_buffer(info: ClassifierMetadata, input_type: str, output_type: str) -> bytes:
     subgraph = meta_fb.SubGraphMetadataT()
-    subgraph.inputTensorMetadata = [image]
-    subgraph.outputTensorMetadata = [scores]
+    subgraph.inputTensorMetadata = [_image_metadata(info, input_type)]
+    subgraph.outputTensorMetadata = (
+        _detector_outputs() if isinstance(info, DetectorMetadata) else _classifier_outputs(info, output_type)
+    )
     model = meta_fb.ModelMetadataT()
     model.name = info.name
     model.description = info.description
@@ -133,18 +207,53 @@ def _metadata_buffer(info: ClassifierMetadata, input_type: str, output_type: str
     return bytes(builder.Output())
 
 
+def _check_detector(graph: Any, info: ClassifierMetadata) -> None:
+    from nlighten_tf.export.detection import POSTPROCESS_OP
+
+    outputs = [int(t) for t in graph.subgraph.outputs]
+    producers = [graph.producer(t) for t in outputs]
+    if len(outputs) != len(DETECTOR_OUTPUTS) or any(p is None or graph.op_types[p] != POSTPROCESS_OP for p in producers):
+        raise ValueError(
+            f"detector metadata needs the {len(DETECTOR_OUTPUTS)} outputs of {POSTPROCESS_OP} "
+            "(export with nlighten_tf.export.detection.export_detector)"
+        )
+    num_classes = postprocess_num_classes(graph)
+    if num_classes is not None and num_classes != len(info.labels):
+        raise ValueError(f"the detector has {num_classes} classes but {len(info.labels)} labels were given")
+
+
+def postprocess_num_classes(graph: Any) -> int | None:
+    """``num_classes`` from the TFLite_Detection_PostProcess op's custom options (None if absent)."""
+    from flatbuffers import flexbuffers
+
+    from nlighten_tf.export.detection import POSTPROCESS_OP
+
+    for index, op in enumerate(graph.operators):
+        if graph.op_types[index] == POSTPROCESS_OP and op.customOptions is not None:
+            options = flexbuffers.Loads(bytes(bytearray(op.customOptions)))
+            return int(options["num_classes"]) if "num_classes" in options else None
+    return None
+
+
 def embed(tflite: bytes, info: ClassifierMetadata) -> bytes:
     """`tflite` with the TFLITE_METADATA entry set (replacing one already there) and `labels.txt`
-    appended as a zip archive. Raises ValueError if the model is not a one-input classifier
-    with len(labels) outputs."""
+    appended as a zip archive. Raises ValueError if the model does not fit ``info``: a
+    classifier needs one input and len(labels) outputs, a detector (`DetectorMetadata`) one
+    input and the four outputs of TFLite_Detection_PostProcess over len(labels) classes."""
     graph = flatbuffer.parse(tflite)
     fb = flatbuffer.schema()
     inputs, outputs = list(graph.subgraph.inputs), list(graph.subgraph.outputs)
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ValueError(f"classifier metadata needs one input and one output, the model has {len(inputs)}/{len(outputs)}")
-    classes = graph.shape(outputs[0])[-1]
-    if classes != len(info.labels):
-        raise ValueError(f"the model has {classes} outputs but {len(info.labels)} labels were given")
+    what = "detector" if isinstance(info, DetectorMetadata) else "classifier"
+    if len(inputs) != 1:
+        raise ValueError(f"{what} metadata needs one input image, the model has {len(inputs)} inputs")
+    if isinstance(info, DetectorMetadata):
+        _check_detector(graph, info)
+    else:
+        if len(outputs) != 1:
+            raise ValueError(f"classifier metadata needs one output, the model has {len(outputs)}")
+        classes = graph.shape(outputs[0])[-1]
+        if classes != len(info.labels):
+            raise ValueError(f"the model has {classes} outputs but {len(info.labels)} labels were given")
     input_type = flatbuffer.dtype_name(graph.tensors[inputs[0]].type)
     output_type = flatbuffer.dtype_name(graph.tensors[outputs[0]].type)
     model = graph.model
@@ -193,6 +302,7 @@ def read(tflite: bytes) -> dict[str, Any] | None:
         "name": _text(model.name), "description": _text(model.description), "version": _text(model.version),
         "author": _text(model.author), "min_parser_version": _text(model.minParserVersion),
         "mean": None, "std": None, "color_space": None, "associated_files": [], "labels": None,
+        "outputs": [_text(t.name) for t in subgraph.outputTensorMetadata or []], "bounding_box": None,
     }  # fmt: skip
     for tensor in subgraph.inputTensorMetadata or []:
         for unit in tensor.processUnits or []:
@@ -206,9 +316,16 @@ def read(tflite: bytes) -> dict[str, Any] | None:
     for tensor in subgraph.outputTensorMetadata or []:
         for file in tensor.associatedFiles or []:
             result["associated_files"].append({"name": _name(file.name), "type": int(file.type)})
+        content = tensor.content
+        if content is not None and content.contentPropertiesType == meta_fb.ContentProperties.BoundingBoxProperties:
+            box = content.contentProperties
+            result["bounding_box"] = {
+                "index": [int(i) for i in box.index], "type": int(box.type), "coordinate_type": int(box.coordinateType),
+            }  # fmt: skip
     packed = packed_files(tflite)
+    label_kinds = (meta_fb.AssociatedFileType.TENSOR_AXIS_LABELS, meta_fb.AssociatedFileType.TENSOR_VALUE_LABELS)
     for file in result["associated_files"]:
-        if file["type"] == meta_fb.AssociatedFileType.TENSOR_AXIS_LABELS and file["name"] in packed:
+        if file["type"] in label_kinds and file["name"] in packed:
             result["labels"] = packed[file["name"]].decode("utf-8").splitlines()
     return result
 

@@ -88,7 +88,8 @@ def prepare_for_export(model: tf_keras.Model) -> tuple[tf_keras.Model, list[str]
     qat = bool(_layer_types(model) & _QAT_LAYERS)
     if qat:
         notes.append(
-            "kept QAT wrappers: the converter reads their learnt quantization ranges (no calibration needed)"
+            "kept QAT wrappers: the converter takes their learnt quantization ranges (calibration data only "
+            "fills ranges the QAT wrappers do not cover)"
         )
     return model, notes, qat
 
@@ -114,10 +115,12 @@ def convert(
             f"(int8, int8_float_io, int8_sparse, edgetpu), not {target.name}: export the float model "
             "(before quantize_model) for float targets"
         )
-    if target.needs_calibration and representative_dataset is None and not qat:
+    # QAT models too: TF 2.21's converter refuses full-integer conversion without a
+    # representative dataset even when every range comes from the QAT wrappers.
+    if target.needs_calibration and representative_dataset is None:
         raise ExportError(
-            f"target {target.name} is full-integer and needs calibration data: pass representative_dataset "
-            "(nlighten_tf.data.representative_dataset or calibration_data(...)), or a QAT model"
+            f"target {target.name} is full-integer and needs calibration data, QAT model or not: pass "
+            "representative_dataset (nlighten_tf.data.representative_dataset or calibration_data(...))"
         )
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     optimizations = []

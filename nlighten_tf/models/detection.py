@@ -384,6 +384,31 @@ def training_targets(labels) -> dict[str, tf.Tensor]:
     return {CLASS_OUTPUT: labels, BOX_OUTPUT: labels}
 
 
+def training_dataset(
+    dataset: tf.data.Dataset,
+    anchors,
+    bounding_box_format: str = "xyxy",
+    allow_empty: bool = False,
+) -> tf.data.Dataset:
+    """Batches of ``(images, box dict)`` (`nlighten_tf.data.load` of a detection spec) ->
+    ``(images, training_targets(encode_targets(...)))`` for ``model.fit``.
+
+    Bad boxes stop the pipeline with `encode_targets`' runtime assertion (inside tf.data the
+    per-box message of `validate_annotations` is not available).
+    """
+    images_spec = dataset.element_spec[0]
+    if images_spec.shape.rank != 4 or images_spec.shape[1] is None or images_spec.shape[2] is None:
+        raise ValueError(f"expected batched images [B, H, W, C] of a fixed size, got {images_spec.shape}")
+    image_shape = (int(images_spec.shape[1]), int(images_spec.shape[2]))
+    anchors = tf.constant(np.asarray(anchors, np.float32))
+
+    def encode(images, boxes):
+        labels = encode_targets(boxes, anchors, image_shape, bounding_box_format, allow_empty=allow_empty)
+        return images, training_targets(labels)
+
+    return dataset.map(encode, num_parallel_calls=tf.data.AUTOTUNE)
+
+
 # ---------------------------------------------------------------------------------------------
 # Losses
 

@@ -54,7 +54,6 @@ MIN_LEVEL, MAX_LEVEL = 3, 7
 FUSION_EPSILON = 1e-4  # automl fuse_features 'fastattn'
 WEIGHT_METHODS = ("fastattn", "sum")
 # Backbone builder options the detector sets itself.
-_RESERVED_BACKBONE_OPTIONS = ("input_shape", "features_only", "include_top", "num_classes", "weights")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -374,23 +373,10 @@ def build_efficientdet(
     if input_shape is None:
         input_shape = (config.image_size, config.image_size, 3)
     input_shape = registry.validate_input_shape(input_shape)
-    backbone_options = dict(backbone_options or {})
-    reserved = sorted(set(backbone_options) & set(_RESERVED_BACKBONE_OPTIONS))
-    if reserved:
-        raise ValueError(
-            f"backbone_options may not set {', '.join(reserved)}: the detector sets them "
-            "(use input_shape= and backbone_weights=)"
-        )
     if config.fpn_weight_method == "fastattn":
         _register_fusion_with_tfmot()
 
-    backbone = registry.build(
-        config.backbone,
-        input_shape=input_shape,
-        features_only=True,
-        weights=backbone_weights,
-        **backbone_options,
-    )
+    backbone = registry.build_feature_taps(config.backbone, input_shape, backbone_weights, backbone_options, "the detector")
     sizes = detection.feature_sizes(input_shape, MAX_LEVEL)
     feats = dict(zip((3, 4, 5), backbone.outputs, strict=True))
     for level, tap in feats.items():

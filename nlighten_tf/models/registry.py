@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import tf_keras
@@ -39,7 +39,7 @@ class ModelInfo:
     builder: Callable[..., tf_keras.Model]
     fixed_options: dict[str, Any]
     # "classification" (outputs [B, num_classes] logits) or "detection" (efficientdet.py:
-    # class logits and box deltas per anchor).
+    # class logits and box deltas per anchor), "segmentation" or "keypoints" (heads.py).
     task: str = "classification"
 
     @property
@@ -128,6 +128,29 @@ def build(name: str, **options: Any) -> tf_keras.Model:
     return model
 
 
+# Options a model built on a backbone's feature taps sets itself (detectors, dense heads).
+FEATURE_TAP_RESERVED_OPTIONS = ("input_shape", "features_only", "include_top", "num_classes", "weights")
+
+
+def build_feature_taps(
+    name: str,
+    input_shape: Sequence[int],
+    weights: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    built_by: str = "the model",
+) -> tf_keras.Model:
+    """``build(name, features_only=True, ...)`` for a model that puts its own layers on the
+    C3..C5 taps; ValueError if `options` try to set what `built_by` sets itself."""
+    options = dict(options or {})
+    reserved = sorted(set(options) & set(FEATURE_TAP_RESERVED_OPTIONS))
+    if reserved:
+        raise ValueError(
+            f"backbone_options may not set {', '.join(reserved)}: {built_by} sets them "
+            "(use input_shape= and backbone_weights=)"
+        )
+    return build(name, input_shape=input_shape, features_only=True, weights=weights, **options)
+
+
 def _load_families() -> None:
     # Importing the family modules registers their variants.
-    from nlighten_tf.models import edgetpu, efficientdet, efficientnet, mobilenet_v2  # noqa: F401
+    from nlighten_tf.models import edgetpu, efficientdet, efficientnet, heads, mobilenet_v2  # noqa: F401

@@ -683,7 +683,7 @@ def channel_prune(
                                 config.entropy_bins) if counts else {}  # fmt: skip
         current = prune_to_counts(current, counts, scores, graph_now)
         if config.bn_recalibration_batches:  # downstream statistics lost the removed channels' share
-            recalibrate_batch_norm(current, calibration, config.bn_recalibration_batches)
+            training.recalibrate_batch_norm(current, calibration, config.bn_recalibration_batches)
         entry: dict[str, Any] = {"step": step, "madds": count_madds(current), "params": count_params(current)}
         entry["madds_ratio"], entry["params_ratio"] = entry["madds"] / madds0, entry["params"] / params0
         if config.epochs_per_step > 0:
@@ -736,32 +736,5 @@ def _fine_tune(student, teacher, train, config, base, epochs, strategy, callback
         model, history = training.fit(student, train, train_config, callbacks=callbacks, strategy=strategy,
                                       prepare=prepare)  # fmt: skip
     if config.bn_recalibration_batches:
-        recalibrate_batch_norm(model, train, config.bn_recalibration_batches)
+        training.recalibrate_batch_norm(model, train, config.bn_recalibration_batches)
     return model, history
-
-
-def recalibrate_batch_norm(model: tf_keras.Model, data: tf.data.Dataset, batches: int) -> None:
-    """Replaces every BatchNorm's moving mean/variance, in place, by their average over the
-    first `batches` batches of `data` (a forward pass in training mode; weights unchanged).
-
-    After a short fine-tune the moving statistics (momentum 0.99) still mostly reflect the
-    model before it, and evaluation in inference mode collapses (reference.md); pruning papers
-    re-estimate them the same way ("adaptive BatchNorm", EagleEye, Li et al. 2020)."""
-    if data is None:
-        raise ValueError("BatchNorm recalibration needs data (a dataset of images, labels)")
-    norms = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
-    if not norms:
-        return
-    batch_list = _batches(data, batches)
-    momenta = [layer.momentum for layer in norms]
-    try:
-        for layer in norms:
-            layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
-            layer.moving_variance.assign(tf.ones_like(layer.moving_variance))
-        for index, (images, _) in enumerate(batch_list):
-            for layer in norms:  # a running average: batch i gets weight 1 / (i + 1)
-                layer.momentum = index / (index + 1)
-            model(images, training=True)
-    finally:
-        for layer, momentum in zip(norms, momenta, strict=True):
-            layer.momentum = momentum

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
@@ -79,13 +80,14 @@ def cluster(
     validation: tf.data.Dataset | None = None,
     strategy=None,
     callbacks: Sequence[tf_keras.callbacks.Callback] = (),
+    compile_options: Mapping[str, Any] | None = None,
 ) -> ClusterResult:
     """Fine-tunes with clustering; returns the stripped model and unique values per kernel
     (plus sparsity, which sparsity-preserving clustering keeps)."""
     names = {unwrap(layer).name for layer in config.selection.selected_layers(model, depthwise=False)}
     clustered, history = training.fit(
         model, train, train_config, validation=validation, callbacks=callbacks, strategy=strategy,
-        prepare=lambda m: apply_clustering(m, config),
+        prepare=lambda m: apply_clustering(m, config), compile_options=compile_options,
     )
     stripped = strip(clustered)
     report = {

@@ -8,7 +8,8 @@ update always lands on the schedule's end step, and the achieved sparsity is che
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import tensorflow as tf
 import tensorflow_model_optimization as tfmot
@@ -141,6 +142,7 @@ def prune(
     validation: tf.data.Dataset | None = None,
     strategy=None,
     callbacks: Sequence[tf_keras.callbacks.Callback] = (),
+    compile_options: Mapping[str, Any] | None = None,
 ) -> PruneResult:
     """Fine-tunes `model` while pruning it to the target; returns the stripped model and the
     per-layer / global sparsity report. Raises RuntimeError if a layer missed its target."""
@@ -154,6 +156,7 @@ def prune(
         callbacks=[_sparsity.UpdatePruningStep(), *callbacks],
         strategy=strategy,
         prepare=lambda m: apply_pruning(m, config, plan),
+        compile_options=compile_options,
     )
     stripped = strip(pruned)
     report = weight_stats.sparsity_report(stripped, names)

@@ -189,3 +189,32 @@ def evaluate(model: tf_keras.Model, dataset: tf.data.Dataset) -> dict[str, float
         compile_classifier(model, TrainConfig(verbose=0), steps=1, one_hot=has_one_hot_labels(dataset))
     results = model.evaluate(dataset, verbose=0, return_dict=True)
     return {k: float(v) for k, v in results.items()}
+
+
+def recalibrate_batch_norm(model: tf_keras.Model, data: tf.data.Dataset, batches: int) -> None:
+    """Replaces every BatchNorm's moving mean/variance, in place, by their average over the
+    first `batches` batches of `data` (a forward pass in training mode; weights unchanged).
+
+    After a short fine-tune the moving statistics (momentum 0.99) still mostly reflect the
+    model before it, and evaluation in inference mode collapses (reference.md); pruning papers
+    re-estimate them the same way ("adaptive BatchNorm", EagleEye, Li et al. 2020)."""
+    if data is None:
+        raise ValueError("BatchNorm recalibration needs data (a dataset of images, labels)")
+    norms = [layer for layer in model.layers if isinstance(layer, tf_keras.layers.BatchNormalization)]
+    if not norms:
+        return
+    images = [element[0] if isinstance(element, tuple | list) else element for element in data.take(batches)]
+    if not images:
+        raise ValueError("BatchNorm recalibration got an empty dataset")
+    momenta = [layer.momentum for layer in norms]
+    try:
+        for layer in norms:
+            layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
+            layer.moving_variance.assign(tf.ones_like(layer.moving_variance))
+        for index, batch in enumerate(images):
+            for layer in norms:  # a running average: batch i gets weight 1 / (i + 1)
+                layer.momentum = index / (index + 1)
+            model(batch, training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta, strict=True):
+            layer.momentum = momentum

@@ -15,6 +15,11 @@ from nlighten_tf.bench.report import markdown_table, plot_accuracy_vs_size
 from nlighten_tf.export import atomic
 
 STAGE_COLUMNS = ("stage", "top1_%", "top5_%", "sparsity_%", "clusters", "params", "model_bytes", "wall_time_s")
+# Detectors (COCO mAP from bench.detection instead of top-1/top-5).
+MAP_KEYS = ("map", "map_50", "map_75")
+MAP_COLUMNS = {"map": "map_%", "map_50": "map_50_%", "map_75": "map_75_%"}  # as percentages, like top1_%
+DETECTION_STAGE_COLUMNS = ("stage", *MAP_COLUMNS.values(), "sparsity_%", "clusters", "params", "model_bytes",
+                           "wall_time_s")  # fmt: skip
 EXPORT_COLUMNS = (
     "name", "source_stage", "top1_%", "top5_%", "size_bytes", "gzip_bytes", "smaller_than_first", "gzip_smaller_than_first",
     "zeros_%", "values_per_channel", "median_ms",
@@ -41,10 +46,11 @@ def stage_rows(metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per completed stage that holds a model (accuracy on the evaluation split)."""
     rows = []
     for m in metrics:
-        if m.get("accuracy") is None:
+        if m.get("accuracy") is None and m.get("map_50") is None:
             continue
         rows.append({
-            "stage": m["stage"], "accuracy": m["accuracy"], "top5": m.get("top5"),
+            "stage": m["stage"], "accuracy": m.get("accuracy"), "top5": m.get("top5"),
+            **{k: m[k] for k in MAP_KEYS if k in m},
             "prunable_sparsity": m.get("prunable_sparsity"),
             "clusters": m.get("max_unique_values") if m.get("clustered") else None,
             "params": m.get("params"), "model_bytes": m.get("model_bytes"), "wall_time_s": m.get("wall_time_s"),
@@ -81,6 +87,14 @@ def summary(recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], comp
 
 def markdown(recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], total: int, plots: dict[str, str]) -> str:
     done = len(metrics)
+    detector = any(m.get("map_50") is not None for m in metrics) or any(
+        e.get("map_50") is not None for m in metrics for e in m.get("exports", [])
+    )
+    stage_columns = DETECTION_STAGE_COLUMNS if detector else STAGE_COLUMNS
+    export_columns = EXPORT_COLUMNS
+    if detector:
+        export_columns = (*EXPORT_COLUMNS[:2], *MAP_COLUMNS.values(),
+                          *(c for c in EXPORT_COLUMNS[2:] if not c.startswith("top")))  # fmt: skip
     lines = [
         f"# Run `{recipe_dict['name']}`",
         "",
@@ -89,18 +103,20 @@ def markdown(recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], tot
         f"Model `{recipe_dict['model']['name']}` on `{recipe_dict['data']['spec']}` at {recipe_dict['data']['image_size']}px; "
         f"{done} of {total} stages complete. The recipe as run: `resolved_recipe.yaml`.",
         "",
-        "## Stages (Keras model on the evaluation split)",
+        "## Stages (Keras model on the evaluation split"
+        + (": COCO mAP, keras-cv NMS)" if detector else ")"),
         "",
         markdown_table(
-            _table_rows(stage_rows(metrics), {"accuracy": "top1_%", "top5": "top5_%", "prunable_sparsity": "sparsity_%"}),
-            STAGE_COLUMNS,
+            _table_rows(stage_rows(metrics), {"accuracy": "top1_%", "top5": "top5_%", "prunable_sparsity": "sparsity_%",
+                                              **MAP_COLUMNS}),
+            stage_columns,
         ) or "(no model stage complete yet)",
     ]
     exports = export_rows(metrics)
     if exports:
         lines += [
             "",
-            "## Exported `.tflite` files (accuracy through the interpreter)",
+            "## Exported `.tflite` files (" + ("COCO mAP" if detector else "accuracy") + " through the interpreter)",
             "",
             "Sizes in bytes; `smaller_than_first` = size of the first export / this size; "
             "`zeros_%` = zeros among the CONV_2D/FULLY_CONNECTED weights stored in the file; "
@@ -109,8 +125,8 @@ def markdown(recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], tot
             "",
             markdown_table(_table_rows(exports, {
                 "top1": "top1_%", "top5": "top5_%", "prunable_zero_fraction": "zeros_%",
-                "max_values_per_channel": "values_per_channel",
-            }), EXPORT_COLUMNS),  # fmt: skip
+                "max_values_per_channel": "values_per_channel", **MAP_COLUMNS,
+            }), export_columns),  # fmt: skip
         ]
     edgetpu = [m for m in metrics if m.get("edgetpu")]
     if edgetpu:

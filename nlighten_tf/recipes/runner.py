@@ -162,6 +162,8 @@ def run(
         recipe=recipe, run_dir=run_dir, train=train, eval=evaluation, class_names=info.class_names, scheme=scheme,
         strategy=strategy, verbose=keras_verbosity() if verbose is None else verbose, log=log,
     )  # fmt: skip
+    if info.box_format is not None:
+        ctx.task, ctx.anchors, ctx.box_format = "detection", stages.detection_anchors(recipe), info.box_format
     metrics: list[dict[str, Any]] = [read_metrics(run_dir, name) for name in done]
     _restore(ctx, recipe, metrics, len(info.class_names))
     total = len(recipe.stages)
@@ -272,8 +274,11 @@ def load_stage_model(run_dir: Path, metrics: dict[str, Any], recipe: Recipe, num
 def one_line(m: dict[str, Any]) -> str:
     """accuracy, sparsity, clusters, size, time of a completed stage."""
     parts = []
-    if m.get("accuracy") is not None:
-        parts.append(f"accuracy {100 * m['accuracy']:.2f}%")
+    if m.get("accuracy") is not None or m.get("map_50") is not None:
+        if m.get("map_50") is not None:
+            parts.append(f"mAP {m['map']:.3f}, mAP@0.5 {m['map_50']:.3f}")
+        else:
+            parts.append(f"accuracy {100 * m['accuracy']:.2f}%")
         parts.append(f"sparsity {100 * m.get('prunable_sparsity', 0):.1f}%")
         if m.get("clustered"):
             parts.append(f"<= {m['max_unique_values']} values/kernel")
@@ -281,6 +286,7 @@ def one_line(m: dict[str, Any]) -> str:
         parts.append(f"{MODEL_FILE} {m['model_bytes'] / 1e6:.2f} MB")
     for e in m.get("exports", []):
         top1 = f" top-1 {100 * e['top1']:.2f}%" if e.get("top1") is not None else ""
+        top1 = f" mAP@0.5 {e['map_50']:.3f}" if e.get("map_50") is not None else top1
         parts.append(f"{e['target']} {e['size_bytes'] / 1e3:.1f} KB (gzip {e['gzip_bytes'] / 1e3:.1f} KB){top1}")
     for r in m.get("rows", []):
         parts.append(f"{r['name']} {r['median_ms']:.2f} ms ({r['threads']} thr)")

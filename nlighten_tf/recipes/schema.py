@@ -11,6 +11,8 @@ order of the stages. Every error is a `RecipeError` whose message names the file
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import re
 import types
 import typing
@@ -20,9 +22,9 @@ from typing import Any
 
 import yaml
 
-STAGE_TYPES = ("train", "distill", "channel_prune", "prune", "cluster", "qat", "lottery", "lowrank", "export", "benchmark", "edgetpu")
+STAGE_TYPES = ("train", "transfer", "distill", "channel_prune", "prune", "cluster", "qat", "lottery", "lowrank", "export", "benchmark", "edgetpu")
 # Stages that (re)train or replace the weights; export/benchmark/edgetpu only read them.
-TRAINING_STAGES = frozenset({"train", "distill", "channel_prune", "prune", "cluster", "qat", "lottery", "lowrank"})
+TRAINING_STAGES = frozenset({"train", "transfer", "distill", "channel_prune", "prune", "cluster", "qat", "lottery", "lowrank"})
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -111,6 +113,25 @@ class SelectionParams:
 @dataclasses.dataclass
 class TrainStage(TrainParams):
     pass
+
+
+@dataclasses.dataclass
+class TransferStage:
+    """Transfer learning (optimize.transfer): the head alone for head_epochs on the frozen
+    backbone, then also the top `unfreeze_top_blocks` blocks (or the blocks named in
+    `unfreeze_blocks`) for fine_tune_epochs at the lower fine_tune_learning_rate. BatchNorms stay
+    frozen (inference mode) unless train_batchnorm."""
+
+    head_epochs: float = 1.0
+    head_learning_rate: float = 1e-3
+    unfreeze_top_blocks: int = 0
+    unfreeze_blocks: list[str] = dataclasses.field(default_factory=list)
+    fine_tune_epochs: float = 0.0  # 0: the head only
+    fine_tune_learning_rate: float = 1e-4
+    train_batchnorm: bool = False
+    optimizer: str = "adam"
+    lr_schedule: str = "cosine"
+    label_smoothing: float = 0.0
 
 
 @dataclasses.dataclass
@@ -239,7 +260,7 @@ class EdgeTPUStage:
 
 
 STAGE_CLASSES: dict[str, type] = {
-    "train": TrainStage, "distill": DistillStage, "channel_prune": ChannelPruneStage, "prune": PruneStage, "cluster": ClusterStage, "qat": QATStage,
+    "train": TrainStage, "transfer": TransferStage, "distill": DistillStage, "channel_prune": ChannelPruneStage, "prune": PruneStage, "cluster": ClusterStage, "qat": QATStage,
     "lottery": LotteryStage, "lowrank": LowRankStage, "export": ExportStage, "benchmark": BenchmarkStage,
     "edgetpu": EdgeTPUStage,
 }  # fmt: skip
@@ -483,6 +504,75 @@ def distill_config(stage: DistillStage):
     return DistillConfig(alpha=stage.alpha, temperature=stage.temperature)
 
 
+def transfer_config(stage: TransferStage, verbose: int = 0):
+    from nlighten_tf.optimize.training import TrainConfig
+    from nlighten_tf.optimize.transfer import TransferConfig
+
+    common = dict(optimizer=stage.optimizer, lr_schedule=stage.lr_schedule, label_smoothing=stage.label_smoothing,
+                  verbose=verbose)  # fmt: skip
+    head = TrainConfig(epochs=stage.head_epochs, learning_rate=stage.head_learning_rate, **common)
+    fine_tune = None
+    if stage.fine_tune_epochs > 0:
+        fine_tune = TrainConfig(epochs=stage.fine_tune_epochs, learning_rate=stage.fine_tune_learning_rate, **common)
+    return TransferConfig(
+        head=head, fine_tune=fine_tune, unfreeze_top_blocks=stage.unfreeze_top_blocks,
+        unfreeze_blocks=tuple(stage.unfreeze_blocks), train_batchnorm=stage.train_batchnorm,
+    )  # fmt: skip
+
+
+def _check_transfer(where: str, stage: TransferStage) -> None:
+    """The transfer stage's keys, each error naming its key (TransferConfig's own messages
+    cannot: they speak of phases)."""
+    for key in ("head_epochs", "head_learning_rate", "fine_tune_learning_rate"):
+        if getattr(stage, key) <= 0:
+            raise RecipeError(f"{where}: key {key!r}: must be > 0, got {getattr(stage, key)}")
+    if stage.fine_tune_epochs < 0:
+        raise RecipeError(f"{where}: key 'fine_tune_epochs': must be >= 0 (0 = the head only), got {stage.fine_tune_epochs}")
+    if stage.unfreeze_top_blocks < 0:
+        raise RecipeError(f"{where}: key 'unfreeze_top_blocks': must be >= 0, got {stage.unfreeze_top_blocks}")
+    if stage.unfreeze_top_blocks and stage.unfreeze_blocks:
+        raise RecipeError(f"{where}: key 'unfreeze_blocks': give unfreeze_top_blocks or unfreeze_blocks, not both")
+    unfreezes = bool(stage.unfreeze_top_blocks or stage.unfreeze_blocks)
+    if stage.fine_tune_epochs > 0 and not unfreezes:
+        raise RecipeError(
+            f"{where}: key 'fine_tune_epochs': the fine-tuning phase needs blocks to train: set unfreeze_top_blocks "
+            "(e.g. 2) or unfreeze_blocks"
+        )
+    if unfreezes and stage.fine_tune_epochs == 0:
+        key = "unfreeze_top_blocks" if stage.unfreeze_top_blocks else "unfreeze_blocks"
+        raise RecipeError(f"{where}: key {key!r}: unfrozen blocks train in the fine-tuning phase: set fine_tune_epochs > 0")
+    _checked(where, lambda: transfer_config(stage))
+
+
+@functools.lru_cache(maxsize=16)
+def _model_blocks(name: str, options_json: str) -> tuple[str, ...]:
+    """The blocks of a registry model (optimize.transfer.blocks), from a weightless 32x32 build:
+    a few seconds for Lite0, hence cached per process."""
+    from nlighten_tf.models import registry
+    from nlighten_tf.optimize import transfer
+
+    options = {k: v for k, v in json.loads(options_json).items() if k not in ("include_top", "features_only")}
+    return tuple(transfer.blocks(registry.build(name, input_shape=(32, 32, 3), **options)))
+
+
+def _check_transfer_blocks(recipe: Recipe) -> None:
+    """unfreeze_top_blocks / unfreeze_blocks against the recipe model's real blocks (only for
+    recipes that unfreeze blocks: it builds the model once)."""
+    wanted = [s for s in recipe.stages if s.type == "transfer" and (s.config.unfreeze_top_blocks or s.config.unfreeze_blocks)]
+    if not wanted:
+        return
+    from nlighten_tf.optimize import transfer
+
+    options_json = json.dumps(recipe.model.options, sort_keys=True, default=str)
+    available = _checked(f"{recipe.source}: model", lambda: _model_blocks(recipe.model.name, options_json))
+    for stage in wanted:
+        config = stage.config
+        key = "unfreeze_top_blocks" if config.unfreeze_top_blocks else "unfreeze_blocks"
+        where = f"{recipe.source}: {stage.label}: key {key!r}"
+        _checked(where, lambda config=config: transfer.choose_blocks(
+            available, config.unfreeze_top_blocks, config.unfreeze_blocks, recipe.model.name))  # fmt: skip
+
+
 def _check_model(where: str, spec: ModelSpec) -> None:
     from nlighten_tf.models import registry
 
@@ -496,6 +586,14 @@ def _check_model(where: str, spec: ModelSpec) -> None:
                 f"{where}: key 'options.{key}': unknown option for model {spec.name!r}; valid options: "
                 + ", ".join(o for o in model_info.options if o not in derived)
             )
+    include_top = spec.options.get("include_top", True)
+    if not isinstance(include_top, bool):
+        raise RecipeError(f"{where}: key 'options.include_top': expected true/false, got {_describe(include_top)}")
+    if not include_top and spec.options.get("features_only"):
+        raise RecipeError(
+            f"{where}: key 'options.include_top': false puts a new classification head on the backbone "
+            "(optimize.transfer); it cannot be combined with features_only: true"
+        )
 
 
 def _check_stage(source: str, stage: Stage, recipe_data: DataSpec) -> None:
@@ -515,6 +613,8 @@ def _check_stage(source: str, stage: Stage, recipe_data: DataSpec) -> None:
     }  # fmt: skip
     if stage.type in makers:
         _checked(where, lambda: makers[stage.type](config))
+    if stage.type == "transfer":
+        _check_transfer(where, config)
     if stage.type == "channel_prune":
         _checked(where, lambda: channel_prune_train_config(config))
     if stage.type == "qat":
@@ -581,7 +681,7 @@ def check_order(recipe: Recipe) -> None:
                 f"{where}: comes after qat: only export and benchmark stages may follow quantization-aware "
                 "training (retraining would drop the quantizers); move it before the qat stage"
             )
-        if kinds & {"prune", "cluster"} and stage.type in ("train", "distill", "channel_prune", "lottery", "lowrank"):
+        if kinds & {"prune", "cluster"} and stage.type in ("train", "transfer", "distill", "channel_prune", "lottery", "lowrank"):
             done = " and ".join(k for k in ("prune", "cluster") if k in kinds)
             raise RecipeError(
                 f"{where}: comes after {done}: it would regrow pruned weights / break clusters; "
@@ -675,7 +775,52 @@ def from_dict(raw: Any, source: str = "<recipe>") -> Recipe:
         stages.append(stage)
     recipe = Recipe(name=name, model=model, data=data, stages=stages, seed=seed, description=description, source=source)
     check_order(recipe)
+    _check_transfer_blocks(recipe)
+    check_task(recipe)
     return recipe
+
+
+# Stages that train or export detectors (their losses, mAP, export_detector); and their targets.
+DETECTION_STAGES = ("train", "prune", "cluster", "qat", "export", "edgetpu")
+DETECTION_EXPORT_TARGETS = ("int8", "fp32")
+
+
+def check_task(recipe: Recipe) -> None:
+    """A detector (registry task "detection") needs detection data and the stages that know
+    its losses; a classifier must not get detection data."""
+    from nlighten_tf.data.detection import is_detection_spec
+    from nlighten_tf.models import registry
+
+    source = recipe.source
+    detector = registry.info(recipe.model.name).task == "detection"
+    detection_data = is_detection_spec(recipe.data.spec)
+    if detector and not detection_data:
+        raise RecipeError(
+            f"{source}: data: key 'spec': {recipe.model.name} is a detector; use a detection data set "
+            f"(shapes, tfds:coco/2017, tfds:voc/2012), got {recipe.data.spec!r}"
+        )
+    if detection_data and not detector:
+        raise RecipeError(
+            f"{source}: data: key 'spec': {recipe.data.spec!r} is a detection data set but {recipe.model.name} is "
+            "not a detector; use a detection model (e.g. efficientdet_lite0)"
+        )
+    if not detector:
+        return
+    if recipe.data.augment is not None:
+        raise RecipeError(f"{source}: data: key 'augment': not available for detection data (boxes would not follow)")
+    for stage in recipe.stages:
+        if stage.type not in DETECTION_STAGES:
+            raise RecipeError(
+                f"{source}: {stage.label}: {stage.type} does not support detectors; detector recipes use "
+                + ", ".join(DETECTION_STAGES)
+            )
+        if stage.type == "export":
+            bad = [t for t in stage.config.targets if t not in DETECTION_EXPORT_TARGETS]
+            if bad:
+                raise RecipeError(
+                    f"{source}: {stage.label}: key 'targets': {', '.join(bad)} not available for detectors; valid: "
+                    f"{', '.join(DETECTION_EXPORT_TARGETS)} (TFLite_Detection_PostProcess at the end, float I/O)"
+                )
 
 
 def _check_data(where: str, spec: DataSpec) -> None:

@@ -41,6 +41,19 @@ class Context:
     model_stage: str | None = None  # directory holding `model` (None: built from the recipe's model spec)
     qat_scheme: str | None = None  # set once a qat stage has run
     exports: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # The model's registry task. Detectors: `train` yields per-anchor targets, `eval` keras-cv
+    # box dicts in `box_format`, scored as COCO mAP; `anchors` are what the outputs refer to.
+    task: str = "classification"
+    anchors: np.ndarray | None = None
+    box_format: str | None = None
+
+    def compile_options(self) -> dict[str, Any] | None:
+        """``model.compile`` arguments besides the optimizer (None: the classifier's)."""
+        if self.task != "detection":
+            return None
+        from nlighten_tf.models import detection
+
+        return detection.compile_losses()
 
     @property
     def image_size(self) -> int:
@@ -79,6 +92,17 @@ class Outcome:
 
 
 def build_model(spec: schema.ModelSpec, image_size: int, num_classes: int) -> tf_keras.Model:
+    if spec.options.get("include_top") is False:
+        # The backbone without its classifier + a new head (the transfer-learning set-up);
+        # the backbone's dropout_rate, unused without its own head, sets the new head's.
+        from nlighten_tf.optimize import transfer
+
+        options = {k: v for k, v in spec.options.items() if k != "include_top"}
+        if options.get("dropout_rate") is not None:
+            options["dropout"] = options.pop("dropout_rate")
+        return transfer.build_transfer_model(
+            spec.name, num_classes, (image_size, image_size, 3), weights=spec.weights, **options
+        )
     return models.build(
         spec.name, input_shape=(image_size, image_size, 3), num_classes=num_classes, weights=spec.weights, **spec.options
     )
@@ -94,7 +118,8 @@ def last_values(history: dict[str, list[float]]) -> dict[str, float]:
 def run_train(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     config = schema.train_config(stage.config, ctx.verbose)
     model, history = training.fit(
-        ctx.model, ctx.train, config, callbacks=ctx.callbacks(workdir), strategy=ctx.strategy, prepare=ctx.prepare()
+        ctx.model, ctx.train, config, callbacks=ctx.callbacks(workdir), strategy=ctx.strategy, prepare=ctx.prepare(),
+        compile_options=ctx.compile_options(),
     )
     return Outcome(model, {"history": last_values(history)})
 
@@ -119,6 +144,18 @@ def _teacher(stage: Stage, ctx: Context, workdir: Path) -> tuple[tf_keras.Model,
     info["accuracy"] = training.evaluate(teacher, ctx.eval)["accuracy"]
     ctx.log(f"  teacher accuracy {100 * info['accuracy']:.2f}%")
     return teacher, info
+
+
+def run_transfer(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
+    from nlighten_tf.optimize import transfer
+
+    result = transfer.transfer(
+        ctx.model, ctx.train, schema.transfer_config(stage.config, ctx.verbose), strategy=ctx.strategy,
+        callbacks=ctx.callbacks(workdir), prepare=ctx.prepare(),
+    )  # fmt: skip
+    metrics = {"unfrozen_blocks": result.unfrozen, **{f"history_{k}": last_values(v) for k, v in result.history.items()}}
+    unfrozen = ", ".join(result.unfrozen) if result.unfrozen else "none"
+    return Outcome(result.model, metrics, summary=f"head, then blocks {unfrozen}" if result.unfrozen else "head only")
 
 
 def run_distill(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
@@ -157,7 +194,7 @@ def run_prune(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
 
     result = prune.prune(
         ctx.model, ctx.train, schema.prune_config(stage.config), schema.train_config(stage.config, ctx.verbose),
-        strategy=ctx.strategy, callbacks=ctx.callbacks(workdir),
+        strategy=ctx.strategy, callbacks=ctx.callbacks(workdir), compile_options=ctx.compile_options(),
     )  # fmt: skip
     return Outcome(result.model, {"report": result.report, "history": last_values(result.history)})
 
@@ -167,7 +204,7 @@ def run_cluster(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
 
     result = cluster.cluster(
         ctx.model, ctx.train, schema.cluster_config(stage.config), schema.train_config(stage.config, ctx.verbose),
-        strategy=ctx.strategy, callbacks=ctx.callbacks(workdir),
+        strategy=ctx.strategy, callbacks=ctx.callbacks(workdir), compile_options=ctx.compile_options(),
     )  # fmt: skip
     return Outcome(result.model, {"report": result.report, "history": last_values(result.history)})
 
@@ -177,7 +214,7 @@ def run_qat(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
 
     result = quantize.qat(
         ctx.model, ctx.train, schema.train_config(stage.config, ctx.verbose), scheme=stage.config.scheme,
-        strategy=ctx.strategy, callbacks=ctx.callbacks(workdir),
+        strategy=ctx.strategy, callbacks=ctx.callbacks(workdir), compile_options=ctx.compile_options(),
     )  # fmt: skip
     return Outcome(result.model, {"history": last_values(result.history)}, qat_scheme=result.scheme,
                    summary=f"scheme {result.scheme}")  # fmt: skip
@@ -245,9 +282,62 @@ def file_weight_stats(path: Path) -> dict[str, Any]:
 def _calibration(ctx: Context, samples: int):
     from nlighten_tf.export import tflite
 
+    # Detection sets: drawn from the training split as configured (shapes are generated, so a
+    # sliced split also keeps calibration quick).
+    split = ctx.recipe.data.train_split if ctx.task == "detection" else "train"
     return tflite.calibration_data(
-        ctx.recipe.data.spec, samples, ctx.image_size, preprocessing=ctx.scheme, data_dir=ctx.recipe.data.data_dir
+        ctx.recipe.data.spec, samples, ctx.image_size, preprocessing=ctx.scheme, data_dir=ctx.recipe.data.data_dir,
+        split=split,
+    )  # fmt: skip
+
+
+# Detector exports keep detections down to this score: mAP needs the low-score tail, and apps
+# apply their own display threshold (ObjectDetector's score_threshold option).
+DETECTOR_SCORE_THRESHOLD = 0.05
+DETECTOR_TARGETS = {"int8": "int8", "fp32": "float32", "edgetpu": "int8"}  # target -> export_detector quantization
+
+
+def _file_entry(ctx: Context, stage: Stage, target_name: str, path: Path, notes: list[str]) -> dict[str, Any]:
+    """What every exported file's report entry holds: names, sizes, what the file stores."""
+    from nlighten_tf.bench import suite
+
+    raw = path.read_bytes()
+    return {
+        "name": f"{stage.dirname}/{target_name}", "target": target_name, "file": f"{stage.dirname}/{path.name}",
+        "source_stage": ctx.model_stage, "size_bytes": len(raw), "gzip_bytes": suite.gzip_size(raw),
+        "notes": notes, **file_weight_stats(path),
+    }  # fmt: skip
+
+
+def export_detector_one(
+    ctx: Context, stage: Stage, workdir: Path, target_name: str, *, calibration, evaluate: bool, runtime: str
+) -> dict[str, Any]:
+    """`export_one` for detectors: `export.detection.export_detector` (post-process op at the
+    end, float I/O) and COCO mAP through the interpreter instead of top-1."""
+    from nlighten_tf.bench import detection as bench_detection
+    from nlighten_tf.export import detection as export_detection
+    from nlighten_tf.export import metadata
+
+    recipe = ctx.recipe
+    path = workdir / f"{target_name}.tflite"
+    detector = metadata.from_scheme(
+        ctx.class_names, ctx.scheme, (ctx.image_size, ctx.image_size), kind=metadata.DetectorMetadata, name=recipe.name
     )
+    result = export_detection.export_detector(
+        ctx.model, path, anchors=ctx.anchors, representative_dataset=calibration,
+        quantization=DETECTOR_TARGETS[target_name], score_threshold=DETECTOR_SCORE_THRESHOLD,
+        detector_metadata=detector,
+        extra={"recipe": recipe.name, "stage": stage.dirname, "source_stage": ctx.model_stage},
+    )  # fmt: skip
+    entry = _file_entry(ctx, stage, target_name, path, result.notes)
+    if evaluate:
+        measured = bench_detection.evaluate_tflite(path, ctx.eval, ctx.box_format or "xyxy", runtime=runtime)
+        entry.update({k: measured[k] for k in bench_detection.METRIC_NAMES.values()})
+        entry.update(examples=measured["num_images"], runtime=measured["evaluated"])
+    quality = f", {bench_detection.summary(entry)} (interpreter)" if "map" in entry else ""
+    ctx.log(f"  {target_name} detector: {entry['size_bytes']:,} bytes (gzip {entry['gzip_bytes']:,}), "
+            f"{100 * entry['prunable_zero_fraction']:.1f}% of prunable weights zero{quality}")  # fmt: skip
+    return entry
 
 
 def export_one(
@@ -256,7 +346,7 @@ def export_one(
 ) -> dict[str, Any]:  # fmt: skip
     """Exports the current model to one target in `workdir`; the entry the report and the
     benchmark stage read (sizes, what the file stores, accuracy through the interpreter)."""
-    from nlighten_tf.bench import accuracy, suite
+    from nlighten_tf.bench import accuracy
     from nlighten_tf.export import metadata, tflite
 
     recipe = ctx.recipe
@@ -266,12 +356,7 @@ def export_one(
         ctx.model, path, target_name, representative_dataset=calibration, classifier=classifier, io_type=io_type,
         extra={"recipe": recipe.name, "stage": stage.dirname, "source_stage": ctx.model_stage},
     )  # fmt: skip
-    raw = path.read_bytes()
-    entry: dict[str, Any] = {
-        "name": f"{stage.dirname}/{target_name}", "target": target_name, "file": f"{stage.dirname}/{path.name}",
-        "source_stage": ctx.model_stage, "size_bytes": len(raw), "gzip_bytes": suite.gzip_size(raw),
-        "notes": result.notes, **file_weight_stats(path),
-    }  # fmt: skip
+    entry = _file_entry(ctx, stage, target_name, path, result.notes)
     if evaluate:
         measured = accuracy.evaluate(path, recipe.data.spec, recipe.data.eval_split, limit=recipe.data.eval_limit,
                                      runtime=runtime)  # fmt: skip
@@ -295,6 +380,11 @@ def run_export(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     if any(targets.get_target(t).needs_calibration for t in config.targets):
         calibration = _calibration(ctx, config.calibration_samples)
     exports = []
+    if ctx.task == "detection":
+        for name in config.targets:
+            exports.append(export_detector_one(ctx, stage, workdir, name, calibration=calibration,
+                                               evaluate=config.evaluate, runtime=config.runtime))  # fmt: skip
+        return Outcome(metrics={"exports": exports}, exports=exports, summary=", ".join(config.targets))
     for name in config.targets:
         io_type = config.io_type if targets.get_target(name).quantization == "full" else None
         if name == "edgetpu" and io_type is None:
@@ -308,10 +398,23 @@ def run_edgetpu(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     from nlighten_tf import edgetpu
 
     config: schema.EdgeTPUStage = stage.config
-    entry = export_one(
-        ctx, stage, workdir, "edgetpu", calibration=_calibration(ctx, config.calibration_samples),
-        io_type=config.io_type, evaluate=config.evaluate, runtime=config.runtime,
-    )  # fmt: skip
+    if ctx.task == "detection":
+        # int8 up to the post-process op, float I/O (Coral accepts QUANTIZE/DEQUANTIZE at the
+        # edges; io_type does not apply); TFLite_Detection_PostProcess runs on the CPU by design.
+        # That is the int8 detector target exactly: reuse an export of the same model.
+        same = [e for e in ctx.exports if e.get("target") == "int8" and e.get("source_stage") == ctx.model_stage]
+        if same:
+            entry = _reuse_export(ctx, stage, workdir, same[-1], "edgetpu")
+        else:
+            entry = export_detector_one(
+                ctx, stage, workdir, "edgetpu", calibration=_calibration(ctx, config.calibration_samples),
+                evaluate=config.evaluate, runtime=config.runtime,
+            )  # fmt: skip
+    else:
+        entry = export_one(
+            ctx, stage, workdir, "edgetpu", calibration=_calibration(ctx, config.calibration_samples),
+            io_type=config.io_type, evaluate=config.evaluate, runtime=config.runtime,
+        )  # fmt: skip
     result = edgetpu.run(
         workdir / "edgetpu.tflite", workdir, num_segments=config.num_segments,
         min_runtime_version=config.min_runtime_version, timeout=config.timeout, analysis_only=not config.compile,
@@ -323,6 +426,20 @@ def run_edgetpu(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     entry["edgetpu_verdict"] = result["verdict"]
     return Outcome(metrics={"exports": [entry], "edgetpu": result}, exports=[entry],
                    summary="compiled" if result["compiled"] else "analysed, not compiled")  # fmt: skip
+
+
+def _reuse_export(ctx: Context, stage: Stage, workdir: Path, earlier: dict[str, Any], target_name: str) -> dict[str, Any]:
+    """An earlier export's file (and sidecar) copied as `target_name`, with its measurements."""
+    import shutil
+
+    source = ctx.run_dir / earlier["file"]
+    path = workdir / f"{target_name}.tflite"
+    shutil.copyfile(source, path)
+    if source.with_suffix(".json").exists():
+        shutil.copyfile(source.with_suffix(".json"), path.with_suffix(".json"))
+    ctx.log(f"  {target_name}: the same file as {earlier['name']} (copied)")
+    return {**earlier, "name": f"{stage.dirname}/{target_name}", "target": target_name,
+            "file": f"{stage.dirname}/{path.name}", "notes": [*earlier.get("notes", []), f"same file as {earlier['name']}"]}  # fmt: skip
 
 
 def _relocated(value: Any, old: str, new: str) -> Any:
@@ -365,8 +482,8 @@ def run_benchmark(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
 
 
 EXECUTORS: dict[str, Callable[[Stage, Context, Path], Outcome]] = {
-    "train": run_train, "distill": run_distill, "channel_prune": run_channel_prune, "prune": run_prune,
-    "cluster": run_cluster, "qat": run_qat, "lottery": run_lottery, "lowrank": run_lowrank, "export": run_export, "benchmark": run_benchmark,
+    "train": run_train, "transfer": run_transfer, "distill": run_distill, "channel_prune": run_channel_prune,
+    "prune": run_prune, "cluster": run_cluster, "qat": run_qat, "lottery": run_lottery, "lowrank": run_lowrank, "export": run_export, "benchmark": run_benchmark,
     "edgetpu": run_edgetpu,
 }  # fmt: skip
 
@@ -378,7 +495,15 @@ def model_metrics(model: tf_keras.Model, ctx: Context) -> dict[str, Any]:
     """Accuracy on the evaluation split and what the kernels carry (sparsity, clusters)."""
     from nlighten_tf.keras_utils import unwrap
 
-    results = training.evaluate(model, ctx.eval)
+    if ctx.task == "detection":
+        from nlighten_tf.bench import detection as bench_detection
+
+        measured = bench_detection.evaluate_keras(model, ctx.eval, ctx.anchors, ctx.box_format or "xyxy")
+        quality: dict[str, Any] = {k: measured[k] for k in bench_detection.METRIC_NAMES.values()}
+        quality.update(accuracy=None, top5=None, loss=None)
+    else:
+        results = training.evaluate(model, ctx.eval)
+        quality = {"accuracy": results.get("accuracy"), "top5": results.get("top5"), "loss": results.get("loss")}
     prunable = {
         unwrap(layer).name for layer in model.layers
         if not isinstance(unwrap(layer), tf_keras.layers.DepthwiseConv2D)
@@ -394,7 +519,7 @@ def model_metrics(model: tf_keras.Model, ctx: Context) -> dict[str, Any]:
         # centroids): sparsity holds, value counts do not. The export stage measures the file.
         unique, clustered = [], None
     return {
-        "accuracy": results.get("accuracy"), "top5": results.get("top5"), "loss": results.get("loss"),
+        **quality,
         "global_sparsity": everything["global_sparsity"], "prunable_sparsity": zeros / size if size else 0.0,
         "max_unique_values": max(unique) if unique else None, "clustered": clustered,
         "params": models.count_params(model),
@@ -405,7 +530,9 @@ def describe(stage: Stage) -> str:
     """The stage's key settings, for its first log line."""
     config = stage.config
     keys = {
-        "train": ("epochs", "learning_rate", "optimizer"), "distill": ("epochs", "learning_rate", "alpha", "temperature"),
+        "train": ("epochs", "learning_rate", "optimizer"),
+        "transfer": ("head_epochs", "head_learning_rate", "unfreeze_top_blocks", "fine_tune_epochs", "fine_tune_learning_rate"),
+        "distill": ("epochs", "learning_rate", "alpha", "temperature"),
         "prune": ("target_sparsity", "policy", "epochs", "learning_rate"),
         "channel_prune": ("criterion", "keep_madds", "keep_params", "allocation", "steps", "epochs_per_step"),
         "cluster": ("number_of_clusters", "centroid_init", "epochs", "learning_rate"),
@@ -422,6 +549,13 @@ def describe(stage: Stage) -> str:
     return " ".join(parts)
 
 
+def detection_anchors(recipe: Recipe) -> np.ndarray:
+    """The anchors (``yxyx`` pixels) a detector of the recipe's registry name predicts on."""
+    from nlighten_tf.models import efficientdet
+
+    return efficientdet.anchors(recipe.data.image_size, recipe.model.name)
+
+
 def data_for(recipe: Recipe) -> tuple[tf.data.Dataset, tf.data.Dataset, data.DatasetInfo, str]:
     """(train, eval, train info, scheme) for the recipe's data and model."""
     spec = recipe.data
@@ -430,6 +564,10 @@ def data_for(recipe: Recipe) -> tuple[tf.data.Dataset, tf.data.Dataset, data.Dat
     train, info = data.load(spec.spec, spec.train_split, augment=spec.augment, seed=recipe.seed,
                             limit=spec.train_limit, **common)  # fmt: skip
     evaluation, eval_info = data.load(spec.spec, spec.eval_split, limit=spec.eval_limit, **common)
+    if info.box_format is not None:  # detection: per-anchor targets for fit, box dicts for mAP
+        from nlighten_tf.models import detection
+
+        train = detection.training_dataset(train, detection_anchors(recipe), info.box_format)
     if eval_info.num_classes != info.num_classes:
         raise data.DataError(
             f"{spec.spec}: split {spec.eval_split!r} has {eval_info.num_classes} classes but {spec.train_split!r} "

@@ -163,6 +163,41 @@ def test_int8_interpreter_detections_agree_with_keras(int8_export):
     assert unclipped["keras_matched"] >= 0.85 and unclipped["tflite_matched"] >= 0.85, unclipped
 
 
+def test_edge_tpu_analysis_maps_the_network_and_leaves_the_postprocess_on_the_cpu(int8_export):
+    """The trailing TFLite_Detection_PostProcess (and the DEQUANTIZEs feeding it) is float by
+    design: CPU after the Edge TPU part, not a split in the middle, not a reason to refuse."""
+    from nlighten_tf.edgetpu import compat
+
+    _, result = int8_export
+    report = compat.analyse(result.path)
+    tail = [row for row in report.ops if row.postprocess]
+    assert [row.op for row in tail if row.op != "DEQUANTIZE"] == ["TFLite_Detection_PostProcess"]
+    assert {row.op for row in tail} == {"TFLite_Detection_PostProcess", "DEQUANTIZE"}
+    assert all(not row.mapped and "by design" in row.reason for row in tail)
+    assert report.ops[-1].postprocess  # it is the last op
+    assert report.problems == [] and report.first_unsupported is None, (report.problems, report.verdict)
+    assert report.status == "mapped" and "post-process" in report.verdict and "CPU by design" in report.verdict
+    # Everything else (backbone, BiFPN, heads) maps: convs, depthwise convs, adds, pools, resizes.
+    compute = report.compute_ops
+    assert compute and all(row.mapped for row in compute), [(r.op, r.reason) for r in compute if not r.mapped][:3]
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "LOGISTIC"} <= {row.op for row in compute}
+    assert report.madds_mapped == 1.0
+    text = compat.format_report(report)
+    assert "CPU (post-process)" in text and "float input/output" in text  # the float image input is still noted
+    graph = flatbuffer.parse(result.path.read_bytes())
+    assert compat.postprocess_tail(graph) == {row.index for row in tail}
+
+
+def test_without_the_tail_rule_the_detector_would_be_refused(int8_export, monkeypatch):
+    """What the rule changes: the same file with the tail treated as ordinary ops."""
+    from nlighten_tf.edgetpu import compat
+
+    monkeypatch.setattr(compat, "postprocess_tail", lambda graph: set())
+    report = compat.analyse(int8_export[1].path)
+    assert report.status == "refused" and "float tensors" in report.verdict
+    assert report.ops[report.first_unsupported].op in ("DEQUANTIZE", "TFLite_Detection_PostProcess")
+
+
 def test_wrong_anchors_and_missing_calibration_are_refused(tmp_path):
     model = detector()
     with pytest.raises(ExportError, match="anchors for a model with"):
@@ -195,10 +230,8 @@ def test_other_settings_agree_with_keras(tmp_path, quantization, use_regular_nms
 
 
 @pytest.mark.slow
-def test_qat_detector_exports_with_calibration_data(tmp_path):
-    import tensorflow as tf
-
-    from nlighten_tf.optimize import quantize, training
+def test_untrained_qat_detector_is_refused_with_the_reason():
+    from nlighten_tf.optimize import quantize
 
     anchors = efficientdet.anchors(SIZE, "efficientdet_lite0")
     untrained = quantize.quantize_model(models.build("efficientdet_lite0", **TINY), keep_output_names=True)
@@ -209,28 +242,43 @@ def test_qat_detector_exports_with_calibration_data(tmp_path):
     with pytest.raises(ExportError, match="degenerate quantization range"):
         export_detection.convert_detector(untrained, anchors, calibration())
 
-    batch = images(4)
-    boxes = np.array([[[10, 10, 60, 60]]] * 4, np.float32)
-    labels = detection.encode_targets(
-        {"boxes": boxes, "classes": np.zeros((4, 1))}, anchors, (SIZE, SIZE), "xyxy"
-    )
-    train = tf.data.Dataset.from_tensor_slices((batch, detection.training_targets(labels))).batch(2)
-    qat = quantize.qat(
-        models.build("efficientdet_lite0", **TINY), train, training.TrainConfig(epochs=1, verbose=0),
-        scheme="default", compile_options=detection.compile_losses(),
-    ).model  # fmt: skip
-    path = tmp_path / "qat.tflite"
-    result = export_detection.export_detector(
-        qat, path, anchors, calibration(), score_threshold=0.0, sidecar=False
-    )
-    assert any("QAT" in note for note in result.notes)
-    graph = flatbuffer.parse(path.read_bytes())
-    assert "TFLite_Detection_PostProcess" in graph.op_types
-    convs = [
-        graph.tensors[op.outputs[0]]
-        for op, kind in zip(graph.operators, graph.op_types, strict=True)
-        if kind == "CONV_2D"
-    ]
-    assert convs and all(flatbuffer.dtype_name(t.type) == "int8" for t in convs)
-    out = export_detection.run_detector(runtime.load(path, xnnpack=False).interpreter, batch[0])
-    assert out["count"] > 0 and np.isfinite(out["boxes"]).all() and np.isfinite(out["scores"]).all()
+    # A trained QAT detector converting with calibration data, int8 convolutions, the post-process
+    # op and a real interpreter run: tests/tools/test_detection_recipe.py (train -> prune -> PQAT
+    # -> int8 export through tools/optimize.py) checks that file, so it is not converted twice.
+
+
+def test_detector_metadata_is_what_object_detector_reads(int8_export):
+    """Labels on the category output, [top, left, bottom, right] ratio boxes, the outputs named
+    as the Task Library's ObjectDetector expects; the file still runs and detects the same."""
+    from nlighten_tf.export import metadata
+
+    model, result = int8_export
+    raw = result.path.read_bytes()
+    info = metadata.from_scheme(["a", "b", "c"], "lite", (SIZE, SIZE), kind=metadata.DetectorMetadata)
+    tagged = metadata.embed(raw, info)
+    read = metadata.read(tagged)
+    assert read["name"] == "ObjectDetector" and read["labels"] == ["a", "b", "c"]
+    assert read["outputs"] == [name for name, _ in metadata.DETECTOR_OUTPUTS]
+    assert read["bounding_box"] == {"index": [1, 0, 3, 2], "type": 1, "coordinate_type": 0}  # BOUNDARIES, RATIO
+    assert {"name": "labels.txt", "type": 3} in read["associated_files"]  # TENSOR_VALUE_LABELS
+    assert read["mean"] == [127.0] * 3 and read["std"] == [128.0] * 3
+    assert metadata.postprocess_num_classes(flatbuffer.parse(tagged)) == NUM_CLASSES
+    image = images(1, seed=3)[0]
+    before = export_detection.run_detector(runtime.load(result.path, xnnpack=False).interpreter, image)
+    path = result.path.with_name("tagged.tflite")
+    path.write_bytes(tagged)
+    after = export_detection.run_detector(runtime.load(path, xnnpack=False).interpreter, image)
+    assert before["count"] == after["count"]
+    np.testing.assert_array_equal(before["boxes"], after["boxes"])
+
+
+def test_detector_metadata_refuses_a_wrong_label_count_or_a_classifier(int8_export, tmp_path):
+    from nlighten_tf.export import metadata, tflite
+    from tests.export import artifacts
+
+    raw = int8_export[1].path.read_bytes()
+    with pytest.raises(ValueError, match="3 classes but 2 labels"):
+        metadata.embed(raw, metadata.from_scheme(["a", "b"], "lite", (SIZE, SIZE), kind=metadata.DetectorMetadata))
+    classifier, _ = tflite.convert(artifacts.mini_cnn(), "fp32")
+    with pytest.raises(ValueError, match="TFLite_Detection_PostProcess"):
+        metadata.embed(classifier, metadata.from_scheme(["a"], "lite", (SIZE, SIZE), kind=metadata.DetectorMetadata))

@@ -9,7 +9,7 @@ from tf_keras import layers
 
 from nlighten_tf import models
 from nlighten_tf.keras_utils import copy_model
-from nlighten_tf.optimize import channel_groups, channel_prune, graph
+from nlighten_tf.optimize import channel_groups, channel_prune, graph, training
 from nlighten_tf.optimize.channel_prune import ChannelPruneConfig
 from nlighten_tf.optimize.distill import DistillConfig
 from tests.optimize.conftest import IMAGE_SIZE, quick
@@ -237,7 +237,7 @@ def test_sensitivity_scan_allocation_and_plot(trained_lite, train_ds, test_ds, t
 def teacher(trained_lite, train_ds):
     """trained_lite with its BatchNorm statistics re-estimated: 4 short epochs leave them stale."""
     model = copy_model(trained_lite)
-    channel_prune.recalibrate_batch_norm(model, train_ds, 10)
+    training.recalibrate_batch_norm(model, train_ds, 10)
     return model
 
 
