@@ -11,6 +11,16 @@ from nlighten_tf.optimize import quantize, training
 from tests.models.detectors import NUM_CLASSES, SIZE, TINY, shapes_batch
 
 
+def tiny_training_data():
+    """(images, anchors, dataset of (images, per-anchor targets) in batches of 2) for TINY."""
+    import tensorflow as tf
+
+    images, annotations = shapes_batch()
+    anchors = efficientdet.anchors(SIZE, "efficientdet_lite0")
+    labels = detection.encode_targets(annotations, anchors, (SIZE, SIZE), "xyxy", num_classes=NUM_CLASSES)
+    return images, anchors, tf.data.Dataset.from_tensor_slices((images, detection.training_targets(labels))).batch(2)
+
+
 def test_only_unfoldable_batchnorms_and_fusion_get_output_configs():
     lite = models.build("efficientdet_lite0", **TINY)
     custom = quantize._custom_quantize_configs(lite)
@@ -40,12 +50,7 @@ def test_a_classifier_reused_by_other_models_keeps_its_batchnorms_foldable():
 def test_tiny_lite0_qat_trains_with_the_detection_loss():
     tf_keras.utils.set_random_seed(0)
     model = models.build("efficientdet_lite0", **TINY)
-    images, annotations = shapes_batch()
-    anchors = efficientdet.anchors(SIZE, "efficientdet_lite0")
-    labels = detection.encode_targets(annotations, anchors, (SIZE, SIZE), "xyxy", num_classes=NUM_CLASSES)
-    import tensorflow as tf
-
-    train = tf.data.Dataset.from_tensor_slices((images, detection.training_targets(labels))).batch(2)
+    images, anchors, train = tiny_training_data()
     config = training.TrainConfig(epochs=1.5, learning_rate=1e-3, verbose=0)  # 3 steps
     result = quantize.qat(model, train, config, scheme="default", compile_options=detection.compile_losses())
     assert result.scheme == "default"
@@ -65,3 +70,33 @@ def test_compile_options_may_not_set_the_optimizer():
     ).batch(1)
     with pytest.raises(ValueError, match="must not set the optimizer"):
         quantize.qat(model, train, training.TrainConfig(verbose=0), compile_options={"optimizer": "sgd"})
+
+
+def test_clustering_a_detector_with_shared_head_convs():
+    """The cluster stage is allowed on detectors: the class/box nets' separable convs are
+    shared across five levels, and clustering must still leave <= N values per kernel."""
+    import tensorflow as tf
+
+    from nlighten_tf.optimize import cluster, weight_stats
+
+    tf_keras.utils.set_random_seed(0)
+    model = models.build("efficientdet_lite0", **TINY)
+    images, _, train = tiny_training_data()
+    clusters = 8
+    tf.config.run_functions_eagerly(True)  # two steps: tracing would cost more than running
+    try:
+        result = cluster.cluster(
+            model, train, cluster.ClusterConfig(number_of_clusters=clusters),
+            training.TrainConfig(epochs=1, learning_rate=1e-4, verbose=0), compile_options=detection.compile_losses(),
+        )  # fmt: skip
+    finally:
+        tf.config.run_functions_eagerly(False)
+    kernels = weight_stats.kernels(result.model)
+    shared = [name for name in kernels if name.startswith(("class_net", "box_net"))]
+    assert shared, sorted(kernels)[:10]
+    assert result.report["unique_values"]
+    for name, count in result.report["unique_values"].items():
+        assert count <= clusters, (name, count)
+    assert set(shared) & set(result.report["unique_values"]), "the shared head convs were not clustered"
+    outputs = result.model(images[:1], training=False)
+    assert all(np.isfinite(output).all() for output in outputs)

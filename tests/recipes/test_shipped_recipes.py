@@ -10,7 +10,7 @@ from nlighten_tf.recipes import schema
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
 SHIPPED = {
     "quickstart", "efficientnet_lite0_pcqat", "mobilenet_v2_xnnpack_sparse", "lottery_ticket",
-    "distill_b0_to_lite0", "seed_study_mobilenet_v2",
+    "distill_b0_to_lite0", "seed_study_mobilenet_v2", "transfer_lite0_flowers", "efficientdet_lite0_prune_qat",
 }  # fmt: skip
 
 
@@ -30,5 +30,5 @@ def test_recipe_validates_and_its_name_is_its_file_name(path):
 def test_quickstart_is_the_documented_main_job():
     recipe = schema.load(RECIPES[0].parent / "quickstart.yaml")
     assert recipe.data.spec == "fashion_mnist" and recipe.model.name == "efficientnet_lite0"
-    assert [s.type for s in recipe.stages] == ["train", "export", "prune", "cluster", "qat", "export", "benchmark"]
+    assert [s.type for s in recipe.stages] == ["train", "export", "channel_prune", "prune", "cluster", "qat", "export", "benchmark"]
     assert recipe.stages[-2].config.targets == ["int8_sparse"]

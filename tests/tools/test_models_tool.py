@@ -18,10 +18,12 @@ def test_list_names_every_model():
     result = run_tool("--list")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 17 + 8  # classifiers + EfficientDet-D0..D2 / -Lite0..4
+    # classifiers + EfficientDet-D0..D2 / -Lite0..4 + 3 segmenters + 2 key-point models (heads.py)
+    assert len(lines) == 17 + 8 + 3 + 2
     assert lines[0].split()[0] == "efficientnet_b0"
     tasks = {line.split()[0]: line.split()[2] for line in lines}
     assert tasks["efficientdet_lite0"] == "detection" and tasks["mobilenet_v2"] == "classification"
+    assert tasks["lraspp_lite0"] == "segmentation" and tasks["keypoints_lite0"] == "keypoints"
 
 
 def test_summary_table_and_json(tmp_path):

@@ -59,7 +59,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "run 'quickstart'" in result.stdout
     assert "target_sparsity: 0.7" in result.stdout
-    assert f"{tmp_path}/quickstart/03-prune/  [to run]" in result.stdout
+    assert f"{tmp_path}/quickstart/04-prune/  [to run]" in result.stdout
     assert not list(tmp_path.iterdir())
 
 
