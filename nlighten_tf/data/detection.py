@@ -35,7 +35,7 @@ from nlighten_tf.data import shapes
 from nlighten_tf.data.errors import DataError
 from nlighten_tf.data.preprocessing import check_image_size, normalize, resolve_scheme, to_rgb
 from nlighten_tf.data.raw import check_limit
-from nlighten_tf.data.specs import Spec, parse_spec, resolve_split
+from nlighten_tf.data.specs import Spec, is_training_split, parse_spec, resolve_split
 
 BOX_FORMAT = "xyxy"
 DEFAULT_MAX_BOXES = 100
@@ -181,7 +181,7 @@ def _tfds_source(
     if limit is not None:
         dataset = dataset.take(limit)
     drop_flag = TFDS_DETECTION.get(spec.name or "")
-    training = all(part.partition("[")[0] == "train" for part in resolved.text.split("+"))
+    training = is_training_split(resolved.text)
 
     def convert(example):
         image, boxes, classes = tfds_example_to_boxes(example, image_size, drop_flag)
@@ -198,11 +198,6 @@ def _tfds_source(
         split=resolved.text,
         filtered=training,
     )
-
-
-def default_shuffle(split: str) -> bool:
-    """Dense-target loaders shuffle training splits (every part of ``train[..]+train[..]``) only."""
-    return all(part.partition("[")[0] == "train" for part in split.split("+"))
 
 
 def batch_examples(
@@ -256,7 +251,7 @@ def load_detection(
     if not is_detection_spec(parsed):
         raise DataError(f"{spec!r} is not a detection data set; use shapes, tfds:coco/2017 or tfds:voc/2012")
     if shuffle is None:
-        shuffle = default_shuffle(split)
+        shuffle = is_training_split(split)
     if parsed.kind == "shapes":
         config = shapes_config or shapes_config_for(image_size, max_boxes)
         source = _shapes_source(split, image_size, max_boxes or config.max_objects, limit,

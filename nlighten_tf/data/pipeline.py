@@ -15,7 +15,7 @@ from nlighten_tf.data.augment import AugmentConfig, Augmenter, parse_augment
 from nlighten_tf.data.errors import DataError
 from nlighten_tf.data.preprocessing import check_image_size, eval_transform, normalize, resolve_scheme, to_rgb
 from nlighten_tf.data.raw import RawSplit, check_limit
-from nlighten_tf.data.specs import parse_spec
+from nlighten_tf.data.specs import is_training_split, parse_spec
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -87,10 +87,6 @@ def _decoded(raw: RawSplit, shuffle: bool, seed: int | None, cache: bool) -> tf.
     if decode is not None:
         dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE)
     return dataset
-
-
-def _is_training_split(split: str) -> bool:
-    return all(part.partition("[")[0] == "train" for part in split.split("+"))
 
 
 def load_raw(
@@ -179,7 +175,7 @@ def load(
     scheme = resolve_scheme(preprocessing, model)
     config = parse_augment(augment)
     if shuffle is None:
-        shuffle = _is_training_split(split)
+        shuffle = is_training_split(split)
     raw = open_raw(
         spec, split, data_dir=data_dir, download=download, on_corrupt=on_corrupt, limit=limit,
         shuffle_files=shuffle and limit is None, seed=seed,

@@ -36,7 +36,7 @@ from nlighten_tf.data import detection, shapes
 from nlighten_tf.data.errors import DataError
 from nlighten_tf.data.preprocessing import check_image_size, resize, resolve_scheme, to_rgb
 from nlighten_tf.data.raw import check_limit
-from nlighten_tf.data.specs import Spec, parse_spec, resolve_split
+from nlighten_tf.data.specs import Spec, is_training_split, parse_spec, resolve_split
 
 IGNORE_LABEL = 255
 SHAPES_CLASSES = ("background", *shapes.CLASSES)
@@ -212,7 +212,7 @@ def load_segmentation(
     if not is_segmentation_spec(parsed):
         raise DataError(f"{spec!r} is not a segmentation data set; use shapes or tfds:oxford_iiit_pet")
     if shuffle is None:
-        shuffle = detection.default_shuffle(split)
+        shuffle = is_training_split(split)
     if parsed.kind == "shapes":
         config = shapes_config or detection.shapes_config_for(image_size)
         examples, count, source, resolved = _shapes_examples(

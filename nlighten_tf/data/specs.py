@@ -92,6 +92,11 @@ class ResolvedSplit:
         return sum(stop - start for _, start, stop in self.ranges)
 
 
+def is_training_split(split: str) -> bool:
+    """Every part of ``split`` (``train``, ``train[:80%]``, ``train[..]+train[..]``) is training data."""
+    return all(part.partition("[")[0] == "train" for part in split.split("+"))
+
+
 def resolve_split(split: str, sizes: Mapping[str, int], where: str) -> ResolvedSplit:
     """Parses `split` against the available `sizes` ({split name: number of examples}).
 
