@@ -33,7 +33,13 @@ import tensorflow as tf
 
 from nlighten_tf.data import shapes
 from nlighten_tf.data.errors import DataError
-from nlighten_tf.data.preprocessing import check_image_size, normalize, resolve_scheme, to_rgb
+from nlighten_tf.data.preprocessing import (
+    check_batch_size,
+    check_image_size,
+    normalize,
+    resolve_scheme,
+    to_rgb,
+)
 from nlighten_tf.data.raw import check_limit
 from nlighten_tf.data.specs import Spec, is_training_split, parse_spec, resolve_split
 
@@ -241,8 +247,7 @@ def load_detection(
     from nlighten_tf.data.pipeline import DatasetInfo
 
     image_size = check_image_size(image_size)
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_batch_size(batch_size)
     if max_boxes is not None and (int(max_boxes) != max_boxes or max_boxes < 1):
         raise DataError(f"max_boxes must be a positive integer, got {max_boxes!r}")
     check_limit(limit)

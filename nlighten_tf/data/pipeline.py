@@ -13,7 +13,14 @@ import tensorflow as tf
 from nlighten_tf.data import detection, digits, fashion_mnist, folder, tfds_source
 from nlighten_tf.data.augment import AugmentConfig, Augmenter, parse_augment
 from nlighten_tf.data.errors import DataError
-from nlighten_tf.data.preprocessing import check_image_size, eval_transform, normalize, resolve_scheme, to_rgb
+from nlighten_tf.data.preprocessing import (
+    check_batch_size,
+    check_image_size,
+    eval_transform,
+    normalize,
+    resolve_scheme,
+    to_rgb,
+)
 from nlighten_tf.data.raw import RawSplit, check_limit
 from nlighten_tf.data.specs import is_training_split, parse_spec
 
@@ -170,8 +177,7 @@ def load(
             download,
         )  # fmt: skip
     image_size = check_image_size(image_size)
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_batch_size(batch_size)
     scheme = resolve_scheme(preprocessing, model)
     config = parse_augment(augment)
     if shuffle is None:

@@ -81,6 +81,12 @@ def check_image_size(image_size: int) -> int:
     return int(image_size)
 
 
+def check_batch_size(batch_size: int) -> int:
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
+
+
 def resolve_scheme(preprocessing: str | None = None, model: str | None = None) -> str:
     """The normalisation scheme: `preprocessing` if given (an explicit override), else the
     scheme the model registry records for `model`, else DEFAULT_SCHEME."""

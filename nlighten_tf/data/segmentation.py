@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from nlighten_tf.data import detection, shapes
 from nlighten_tf.data.errors import DataError
-from nlighten_tf.data.preprocessing import check_image_size, resize, resolve_scheme, to_rgb
+from nlighten_tf.data.preprocessing import check_batch_size, check_image_size, resize, resolve_scheme, to_rgb
 from nlighten_tf.data.raw import check_limit
 from nlighten_tf.data.specs import Spec, is_training_split, parse_spec, resolve_split
 
@@ -203,8 +203,7 @@ def load_segmentation(
     from nlighten_tf.data.pipeline import DatasetInfo
 
     image_size = check_image_size(image_size)
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_batch_size(batch_size)
     check_limit(limit)
     _check_border(pet_border)
     scheme = resolve_scheme(preprocessing, model)
