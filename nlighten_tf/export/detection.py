@@ -42,6 +42,7 @@ from nlighten_tf.export.tflite import (
     ExportError,
     ExportResult,
     RepresentativeDataset,
+    function_converter,
     prepare_for_export,
     write,
 )
@@ -186,7 +187,7 @@ def convert_detector(
         )
     anchors, image_shape, num_classes = _resolve_anchors(model, anchors)
     serve = serving_function(model, anchors, image_shape, num_classes, config)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    converter = function_converter(serve, model)
     converter.allow_custom_ops = True  # TFLite_Detection_PostProcess is a custom (not builtin) op
     if quantization == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from nlighten_tf.export import tflite
 from nlighten_tf.optimize import cluster, prune, quantize, weight_stats
 from nlighten_tf.optimize.selection import LayerSelection
 from tests.optimize.conftest import IMAGE_SIZE, quick
@@ -46,11 +47,9 @@ def test_auto_scheme_follows_what_the_model_carries(trained_lite, pruned, cluste
 def int8_kernels(clustered, train_ds):
     result = quantize.qat(clustered.model, train_ds, quick(epochs=0.3, learning_rate=1e-5))
     assert result.scheme == "pcqat"
-    converter = tf.lite.TFLiteConverter.from_keras_model(result.model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
     images = next(iter(train_ds))[0].numpy()
-    converter.representative_dataset = lambda: ([images[i : i + 1]] for i in range(len(images)))
-    flatbuffer = converter.convert()
+    calibration = lambda: ([images[i : i + 1]] for i in range(len(images)))  # noqa: E731
+    flatbuffer, _ = tflite.convert(result.model, "int8", representative_dataset=calibration)
     interpreter = tf.lite.Interpreter(model_content=flatbuffer)
     interpreter.allocate_tensors()
     kernels = []
