@@ -123,3 +123,21 @@ def test_clustering_wrappers_are_stripped_before_export(tmp_path):
     assert not is_qat
     assert not [layer for layer in model.layers if "Cluster" in type(layer).__name__]
     assert runtime.load(result.path).output_details["shape"][-1] == 10
+
+
+def test_int8_conversion_matches_the_keras_model_converter(digits_keras, digits_test_arrays):
+    """`convert` hands the converter a serving function and the variables, not the Keras model
+    (export.tflite.function_converter): the file must compute what `from_keras_model` gives."""
+    import tensorflow as tf
+
+    images, _ = digits_test_arrays
+    calibration = lambda: ([images[i : i + 1]] for i in range(32))  # noqa: E731
+    ours, _ = tflite.convert(digits_keras, "int8", representative_dataset=calibration)
+    converter = tf.lite.TFLiteConverter.from_keras_model(digits_keras)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = calibration
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    reference = converter.convert()
+    np.testing.assert_array_equal(runtime.load(ours).predict(images), runtime.load(reference).predict(images))
+    assert runtime.signature_summary(ours).splitlines()[0] == runtime.signature_summary(reference).splitlines()[0]
