@@ -6,6 +6,7 @@ import tensorflow as tf
 import tf_keras
 
 import nlighten_tf.data as data
+from nlighten_tf.bench import runtime
 from nlighten_tf.data import DataError
 
 
@@ -67,7 +68,7 @@ def test_representative_dataset_is_a_repeatable_seeded_sample() -> None:
         data.representative_dataset("digits", 2000, image_size=32)
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")  # TF's notes about tf.lite.Interpreter's future
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the converter: "Statistics for quantized inputs were expected"
 def test_representative_dataset_feeds_the_int8_converter() -> None:
     model = tf_keras.Sequential(
         [
@@ -82,7 +83,7 @@ def test_representative_dataset_feeds_the_int8_converter() -> None:
     converter.representative_dataset = data.representative_dataset("digits", 8, image_size=32)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
-    interpreter = tf.lite.Interpreter(model_content=converter.convert())
+    interpreter = runtime.load(converter.convert(), xnnpack=False).interpreter
     scale, zero_point = interpreter.get_input_details()[0]["quantization"]
     # Calibrated on lite-normalised inputs: the input range is about [-1, 1].
     assert (-128 - zero_point) * scale == pytest.approx(-127 / 128, abs=0.05)

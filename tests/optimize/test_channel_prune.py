@@ -266,8 +266,9 @@ def test_iterative_schedule_with_distillation(teacher, train_ds, test_ds):
 
 
 def op_names(path):
-    interpreter = tf.lite.Interpreter(model_path=str(path))
-    return {op["op_name"] for op in interpreter._get_ops_details()}, interpreter
+    from nlighten_tf.bench import flatbuffer, runtime
+
+    return set(flatbuffer.parse(path.read_bytes()).op_types), runtime.load(path, xnnpack=False).interpreter
 
 
 EDGETPU_OPS = {"ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",

@@ -3,8 +3,8 @@ checking that each stage keeps what the previous one achieved, down to the .tfli
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
+from nlighten_tf.bench import runtime
 from nlighten_tf.export import tflite
 from nlighten_tf.optimize import cluster, prune, quantize, weight_stats
 from nlighten_tf.optimize.selection import LayerSelection
@@ -50,8 +50,7 @@ def int8_kernels(clustered, train_ds):
     images = next(iter(train_ds))[0].numpy()
     calibration = lambda: ([images[i : i + 1]] for i in range(len(images)))  # noqa: E731
     flatbuffer, _ = tflite.convert(result.model, "int8", representative_dataset=calibration)
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
-    interpreter.allocate_tensors()
+    interpreter = runtime.load(flatbuffer, xnnpack=False).interpreter
     kernels = []
     for detail in interpreter.get_tensor_details():
         # CONV_2D (out, kh, kw, in) and FULLY_CONNECTED (out, in) kernels; depthwise kernels
