@@ -1,11 +1,17 @@
 """Benchmarks `.tflite` files as a device runs them: size (raw and gzipped), init time,
-interleaved latency (min/median/p90), peak RSS and, with --data, the file's own top-1/top-5.
+interleaved latency (min/median/p90), peak RSS and, with --data, the file's own top-1/top-5, on
+the host and on emulated devices, plus the agreement between runtime paths.
 
   python tools/benchmark.py --tflite=a.tflite,b.tflite --threads=1,2 --runs=50 --warmup=5 \
-      [--data=digits --split=test] [--output_dir=benchmark_results]
+      [--data=digits --split=test --limit=500] [--device=host,rpi-aarch64 --device_runs=5] \
+      [--keras_model=model.keras] [--output_dir=benchmark_results]
 
-Ratios are against the first file. Writes benchmark.json, benchmark.md, latency.png and
-accuracy_vs_size.png (with --data) to --output_dir.
+Ratios are against the first file, within each device. --device=rpi-aarch64 runs the files in
+the emulated Raspberry Pi (tflite-runtime 2.14 on aarch64; build it with `make device-rpi`):
+its latencies are relative figures only. Every file is also run through host XNNPACK, host
+builtin kernels, each device (and the Keras model) on the same inputs: accuracy per path, top-1
+agreement and the largest output difference. Writes benchmark.json, benchmark.md, latency.png
+(+ latency_<device>.png) and accuracy_vs_size.png (with --data) to --output_dir.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import sys
 from absl import app, flags
 
 import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
-from nlighten_tf.bench import runtime, suite
+from nlighten_tf.bench import devices, runtime, suite
 from nlighten_tf.bench.flatbuffer import TFLiteFileError
 
 FLAGS = flags.FLAGS
@@ -29,6 +35,11 @@ flags.DEFINE_string("data", None, "Data spec (e.g. digits) to measure each file'
 flags.DEFINE_string("split", "test", "Split of --data.")
 flags.DEFINE_integer("limit", None, "Only the first N examples of --split.")
 flags.DEFINE_bool("rss", True, "Measure peak RSS in a fresh process per model.")
+flags.DEFINE_list("device", ["host"], f"Where to run the files, comma list of: {', '.join(devices.names())}.")
+flags.DEFINE_integer("device_runs", 5, "Timed interleaved invokes per model on emulated devices (~100x slower than the host).")
+flags.DEFINE_integer("device_warmup", 1, "Untimed invokes per model on emulated devices.")
+flags.DEFINE_bool("paths", True, "Compare host XNNPACK, host builtin kernels and the devices on the same inputs.")
+flags.DEFINE_string("keras_model", None, "Also compare with this Keras model (.keras/.h5) on the same inputs.")
 flags.DEFINE_string("output_dir", "benchmark_results", "Where the JSON, markdown and PNGs go.")
 
 
@@ -48,8 +59,10 @@ def main(argv: list[str]) -> int:
         result = suite.run(
             models, threads=threads, runs=FLAGS.runs, warmup=FLAGS.warmup, runtime=FLAGS.runtime,
             xnnpack=FLAGS.xnnpack, data=FLAGS.data, split=FLAGS.split, limit=FLAGS.limit, rss=FLAGS.rss,
+            devices=FLAGS.device, device_runs=FLAGS.device_runs, device_warmup=FLAGS.device_warmup,
+            paths=FLAGS.paths, keras_model=FLAGS.keras_model,
         )  # fmt: skip
-    except (TFLiteFileError, runtime.RuntimeUnavailable, ValueError) as error:
+    except (TFLiteFileError, runtime.RuntimeUnavailable, devices.DeviceUnavailable, devices.DeviceError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(suite.markdown(result))

@@ -483,5 +483,10 @@ def format_report(report: Report, max_weights: int = 40) -> str:
               f"left to builtin kernels: {other}"]  # fmt: skip
     verdict = "ELIGIBLE" if report.eligibility.eligible else "NOT ELIGIBLE"
     lines.append(f"XNNPACK sparse inference: {verdict} - {report.eligibility.reason}")
+    if report.sparse_weights:  # the verdict is about the file; where it runs decides what happens
+        from nlighten_tf.bench.devices import host_cpu
+
+        cpu = host_cpu()
+        lines.append(f"{'note' if not cpu['sparse_kernels'] else 'host'}: {cpu['note']}")
     lines += [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)

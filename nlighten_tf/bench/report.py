@@ -59,7 +59,7 @@ def plot_accuracy_vs_size(
     return save_figure(fig, path)
 
 
-def plot_latency_bars(rows: Sequence[Mapping[str, Any]], path: str) -> str | None:
+def plot_latency_bars(rows: Sequence[Mapping[str, Any]], path: str, title: str = "Latency per inference") -> str | None:
     """Grouped bars of median latency (ms) per model and thread count, p90 as the whisker."""
     if not rows:
         return None
@@ -77,7 +77,7 @@ def plot_latency_bars(rows: Sequence[Mapping[str, Any]], path: str) -> str | Non
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("median latency (ms), whisker = p90")
-    ax.set_title("Latency per inference")
+    ax.set_title(title)
     ax.legend()
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
