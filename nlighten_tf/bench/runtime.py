@@ -8,13 +8,25 @@ Known fault handled here (reference.md): ai-edge-litert 2.3's XNNPACK cannot pre
 FULLY_CONNECTED with sparse weights ("failed to delegate FULLY_CONNECTED node"). `load` does
 not crash on it: it retries with the next interpreter, then without XNNPACK, and records why
 in `Loaded.fallback`. This module imports no TensorFlow unless that runtime is used.
+
+Corrupt files: the interpreter's Python wrapper builds its model without FlatBuffers' verifier,
+and its kernels trust the file, so a corrupt `.tflite` could kill the whole process (SIGSEGV,
+SIGABRT). `load` therefore validates the bytes first (`flatbuffer.validate`), then, the first
+time this process sees a given content (sha256), loads and runs it once in a child process
+(`probe`); a child killed by a signal becomes a TFLiteFileError naming the file. Only then does
+an interpreter in this process see the bytes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
+import importlib.util
 import os
+import signal
+import subprocess
+import sys
 import time
 import warnings
 from typing import Any
@@ -117,14 +129,93 @@ def dequantize(y: np.ndarray, details: dict[str, Any]) -> np.ndarray:
     return (y.astype(np.float32) - zero_point) * scale
 
 
-def _source(model: str | os.PathLike[str] | bytes) -> tuple[dict[str, Any], bytes]:
+def _source(model: str | os.PathLike[str] | bytes) -> tuple[dict[str, Any], bytes, str]:
     if isinstance(model, bytes | bytearray):
         raw = bytes(model)
-        flatbuffer.check_tflite_bytes(raw, "model bytes")
-        return {"model_content": raw}, raw
+        return {"model_content": raw}, raw, "model bytes"
     raw = flatbuffer.read_bytes(model)
-    flatbuffer.check_tflite_bytes(raw, str(model))
-    return {"model_path": os.fspath(model)}, raw
+    return {"model_path": os.fspath(model)}, raw, os.fspath(model)
+
+
+PROBE_TIMEOUT = 300  # seconds for the child to load and run the model once
+_PROBED: dict[str, str | None] = {}  # sha256 of the content -> None (survived) or the error message
+# The child imports only numpy and the interpreter (no TensorFlow unless that is the runtime),
+# loads the model from stdin with XNNPACK, then with the builtin kernels, and runs it once on
+# zeros. Python exceptions are not its business (load reports them with the fallbacks): only a
+# death by signal is.
+_PROBE_CHILD = """
+import sys
+import numpy as np
+runtime = sys.argv[1]
+if runtime == "ai_edge_litert":
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+elif runtime == "tflite_runtime":
+    from tflite_runtime.interpreter import Interpreter, OpResolverType
+else:
+    import tensorflow as tf
+    Interpreter, OpResolverType = tf.lite.Interpreter, tf.lite.experimental.OpResolverType
+raw = sys.stdin.buffer.read()
+for resolver in (OpResolverType.AUTO, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES):
+    try:
+        interpreter = Interpreter(model_content=raw, experimental_op_resolver_type=resolver)
+        interpreter.allocate_tensors()
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
+        interpreter.invoke()
+    except Exception:
+        pass
+"""
+
+
+def _probe_runtime(order: list[str]) -> str | None:
+    """The first runtime of `order` that is installed (found without importing it)."""
+    for runtime in order:
+        module = "tensorflow" if runtime == "tensorflow" else f"{runtime}.interpreter"
+        try:
+            if importlib.util.find_spec(module) is not None:
+                return runtime
+        except (ImportError, ValueError):
+            continue
+    return None
+
+
+def probe(raw: bytes, where: str, order: list[str] | tuple[str, ...] = RUNTIMES) -> None:
+    """Loads and runs `raw` once in a child process; TFLiteFileError when the interpreter dies
+    there (killed by a signal) or hangs. Cached per content within this process."""
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest not in _PROBED:
+        _PROBED[digest] = _run_probe(raw, list(order))
+    if _PROBED[digest] is not None:
+        raise flatbuffer.TFLiteFileError(f"{where}: {_PROBED[digest]}")
+
+
+def _run_probe(raw: bytes, order: list[str]) -> str | None:
+    runtime = _probe_runtime(order)
+    if runtime is None:
+        return None  # nothing to crash; load() reports the missing runtimes
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", _PROBE_CHILD, runtime], input=raw, capture_output=True, timeout=PROBE_TIMEOUT,
+            env=env,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return f"the {runtime} interpreter did not load and run it within {PROBE_TIMEOUT} s (corrupt file?)"
+    if child.returncode >= 0:
+        return None
+    try:
+        name = signal.Signals(-child.returncode).name
+    except ValueError:
+        name = f"signal {-child.returncode}"
+    said = [
+        line.strip() for line in child.stderr.decode("utf-8", "replace").splitlines()
+        if line.strip() and not line.startswith("INFO:")
+    ]  # fmt: skip
+    last = f"; its last message: {said[-1][:200]}" if said else ""
+    return (
+        f"the {runtime} interpreter crashed ({name}, signal {-child.returncode}) loading it in a probe process: "
+        f"the file passes validation but is corrupt or hits an interpreter fault{last}"
+    )
 
 
 def _try_load(runtime: str, source: dict[str, Any], raw: bytes, xnnpack: bool, threads: int) -> Loaded:
@@ -159,13 +250,15 @@ def load(
     without XNNPACK, and `Loaded.fallback` says what failed. Raises
     flatbuffer.TFLiteFileError for a missing/corrupt file, RuntimeUnavailable when nothing runs it.
     """
-    source, raw = _source(model)
+    source, raw, where = _source(model)
     if runtime == "auto":
         order = list(RUNTIMES)
     elif runtime in RUNTIMES:
         order = [runtime] + ([r for r in RUNTIMES if r != runtime] if fallback else [])
     else:
         raise ValueError(f"unknown runtime {runtime!r}; valid: auto, {', '.join(RUNTIMES)}")
+    flatbuffer.validate(raw, where)  # before any interpreter sees the bytes
+    probe(raw, where, order)
     plans = [(r, xnnpack) for r in order]
     if xnnpack and fallback:
         plans += [(r, False) for r in order]
