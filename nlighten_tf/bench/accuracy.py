@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from nlighten_tf.bench import flatbuffer
 from nlighten_tf.bench import runtime as runtime_lib
 from nlighten_tf.bench.flatbuffer import read_bytes
 
@@ -31,7 +32,9 @@ def declared_preprocessing(model: str | os.PathLike[str]) -> str | None:
     from nlighten_tf.data.preprocessing import SCHEMES
     from nlighten_tf.export import metadata
 
-    info = metadata.read(read_bytes(model))
+    raw = read_bytes(model)
+    with flatbuffer.reading(str(model), "TFLite metadata"):  # corrupt metadata bytes: one clear error
+        info = metadata.read(raw)
     if info and info.get("mean") is not None:
         for name, (mean, std) in SCHEMES.items():
             if np.allclose(mean, info["mean"]) and np.allclose(std, info["std"]):

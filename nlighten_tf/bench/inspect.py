@@ -215,7 +215,10 @@ def _pad_amounts(graph: Graph, index: int) -> list[list[int]] | None:
     op = graph.operators[index]
     if len(op.inputs) < 2 or not graph.is_constant(int(op.inputs[1])):
         return None
-    return graph.values(int(op.inputs[1])).reshape(-1, 2).tolist()
+    amounts = graph.values(int(op.inputs[1]))
+    if amounts.size % 2 or amounts.size < 6:  # not [before, after] pairs for N, H, W: not a fusable PAD
+        return None
+    return amounts.reshape(-1, 2).tolist()
 
 
 def _padding_problem(geometry: dict[str, Any]) -> str | None:
@@ -373,7 +376,8 @@ def _io(graph: Graph, tensor_indices: Any) -> list[dict[str, Any]]:
         out.append({
             "name": graph.tensor_name(int(index)), "shape": list(graph.shape(int(index))),
             "dtype": flatbuffer.dtype_name(tensor.type),
-            "quantization": {"scale": [float(s) for s in scale], "zero_point": [int(z) for z in zero]} if scale else None,
+            "quantization": {"scale": [float(s) for s in scale], "zero_point": [int(z) for z in zero]}
+            if scale and len(zero) == len(scale) else None,
         })  # fmt: skip
     return out
 
@@ -430,9 +434,21 @@ def size_breakdown(graph: Graph) -> dict[str, int]:
 
 
 def inspect_graph(graph: Graph, path: str = "") -> Report:
+    """Raises flatbuffer.TFLiteFileError (naming the part being read) when an op's inputs make
+    no sense to the inspector: `flatbuffer.validate` has checked the structure, not every op."""
+    where = path or "model"
     histogram = collections.Counter(graph.op_types)
-    weights = analyse_weights(graph)
+    with flatbuffer.reading(where, "weights"):
+        weights = analyse_weights(graph)
     taken, other = xnnpack_coverage(graph)
+    with flatbuffer.reading(where, "XNNPACK sparse eligibility"):
+        eligibility = check_sparse_eligibility(graph)
+    with flatbuffer.reading(where, "runtime fault check"):
+        warnings = known_runtime_faults(graph)
+    with flatbuffer.reading(where, "inputs/outputs"):
+        inputs, outputs = _io(graph, graph.subgraph.inputs), _io(graph, graph.subgraph.outputs)
+    with flatbuffer.reading(where, "size breakdown"):
+        breakdown = size_breakdown(graph)
     return Report(
         path=path,
         size_bytes=len(graph.raw),
@@ -441,11 +457,11 @@ def inspect_graph(graph: Graph, path: str = "") -> Report:
         xnnpack_ops=taken,
         other_ops=other,
         sparse_weights=sum(w.stored_sparse for w in weights),
-        eligibility=check_sparse_eligibility(graph),
-        warnings=known_runtime_faults(graph),
-        inputs=_io(graph, graph.subgraph.inputs),
-        outputs=_io(graph, graph.subgraph.outputs),
-        size_breakdown=size_breakdown(graph),
+        eligibility=eligibility,
+        warnings=warnings,
+        inputs=inputs,
+        outputs=outputs,
+        size_breakdown=breakdown,
     )
 
 

@@ -138,7 +138,7 @@ def _source(model: str | os.PathLike[str] | bytes) -> tuple[dict[str, Any], byte
 
 
 PROBE_TIMEOUT = 300  # seconds for the child to load and run the model once
-_PROBED: dict[str, str | None] = {}  # sha256 of the content -> None (survived) or the error message
+_PROBED: dict[str, str | None] = {}  # "sha256:runtime" -> None (survived) or the error message
 # The child imports only numpy and the interpreter (no TensorFlow unless that is the runtime),
 # loads the model from stdin with XNNPACK, then with the builtin kernels, and runs it once on
 # zeros. Python exceptions are not its business (load reports them with the fallbacks): only a
@@ -167,32 +167,27 @@ for resolver in (OpResolverType.AUTO, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DEL
 """
 
 
-def _probe_runtime(order: list[str]) -> str | None:
-    """The first runtime of `order` that is installed (found without importing it)."""
-    for runtime in order:
-        module = "tensorflow" if runtime == "tensorflow" else f"{runtime}.interpreter"
-        try:
-            if importlib.util.find_spec(module) is not None:
-                return runtime
-        except (ImportError, ValueError):
-            continue
-    return None
+def _installed(runtime: str) -> bool:
+    """Whether a runtime is installed, found without importing it (a probe imports it in a child)."""
+    module = "tensorflow" if runtime == "tensorflow" else f"{runtime}.interpreter"
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
-def probe(raw: bytes, where: str, order: list[str] | tuple[str, ...] = RUNTIMES) -> None:
-    """Loads and runs `raw` once in a child process; TFLiteFileError when the interpreter dies
-    there (killed by a signal) or hangs. Cached per content within this process."""
-    digest = hashlib.sha256(raw).hexdigest()
-    if digest not in _PROBED:
-        _PROBED[digest] = _run_probe(raw, list(order))
-    if _PROBED[digest] is not None:
-        raise flatbuffer.TFLiteFileError(f"{where}: {_PROBED[digest]}")
+def probe(raw: bytes, where: str, runtime: str = RUNTIMES[0]) -> None:
+    """Loads and runs `raw` once with `runtime` (XNNPACK, then builtin kernels) in a child
+    process; TFLiteFileError when the interpreter dies there (killed by a signal) or hangs.
+    Cached per (content, runtime) within this process; a runtime that is not installed is skipped."""
+    key = f"{hashlib.sha256(raw).hexdigest()}:{runtime}"
+    if key not in _PROBED:
+        _PROBED[key] = _run_probe(raw, runtime) if _installed(runtime) else None
+    if _PROBED[key] is not None:
+        raise flatbuffer.TFLiteFileError(f"{where}: {_PROBED[key]}")
 
 
-def _run_probe(raw: bytes, order: list[str]) -> str | None:
-    runtime = _probe_runtime(order)
-    if runtime is None:
-        return None  # nothing to crash; load() reports the missing runtimes
+def _run_probe(raw: bytes, runtime: str) -> str | None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     try:
         child = subprocess.run(
@@ -258,13 +253,13 @@ def load(
     else:
         raise ValueError(f"unknown runtime {runtime!r}; valid: auto, {', '.join(RUNTIMES)}")
     flatbuffer.validate(raw, where)  # before any interpreter sees the bytes
-    probe(raw, where, order)
     plans = [(r, xnnpack) for r in order]
     if xnnpack and fallback:
         plans += [(r, False) for r in order]
     attempts: list[str] = []
     first_failure: str | None = None
     for name, use_xnnpack in plans:
+        probe(raw, where, name)  # a crash in a child process, not in this one (cached)
         try:
             loaded = _try_load(name, source, raw, use_xnnpack, threads)
         except ImportError as error:
@@ -284,7 +279,7 @@ def load(
         if first_failure is not None:
             loaded.fallback = f"{first_failure}; ran with {describe(loaded)}"
         return loaded
-    raise RuntimeUnavailable("no TFLite interpreter could run the model: " + " | ".join(attempts))
+    raise RuntimeUnavailable(f"{where}: no TFLite interpreter could run the model: " + " | ".join(attempts))
 
 
 def describe(loaded: Loaded) -> str:

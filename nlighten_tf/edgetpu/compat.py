@@ -156,7 +156,7 @@ def _graph(model: Graph | bytes | str | os.PathLike[str]) -> tuple[Graph, str]:
     if isinstance(model, Graph):
         return model, "model"
     if isinstance(model, bytes | bytearray):
-        return flatbuffer.parse(bytes(model)), "model"
+        return flatbuffer.parse(bytes(model), "model bytes"), "model bytes"
     return flatbuffer.load(model), str(model)
 
 
@@ -466,7 +466,12 @@ def op_problem(graph: Graph, index: int) -> str | None:
 def check_compilable(model: Graph | bytes | str | os.PathLike[str]) -> list[str]:
     """Why this file must not go to `edgetpu_compiler` (empty when it may): float tensors inside
     the graph, sparse (DENSIFY) tensors, dynamic shapes; each names the export to use instead."""
-    graph, _ = _graph(model)
+    graph, path = _graph(model)
+    with flatbuffer.reading(path, "Edge TPU compilability check"):
+        return _check_compilable(graph)
+
+
+def _check_compilable(graph: Graph) -> list[str]:
     problems = []
     floats: list[tuple[int, int]] = []  # (tensor, op)
     tail = postprocess_tail(graph)
@@ -521,9 +526,16 @@ def _bytes(graph: Graph, tensors: set[int]) -> int:
 
 
 def analyse(model: Graph | bytes | str | os.PathLike[str]) -> CompatReport:
-    """Predicts, op by op in execution order, what the Edge TPU compiler maps (see the module doc)."""
+    """Predicts, op by op in execution order, what the Edge TPU compiler maps (see the module doc).
+    Raises flatbuffer.TFLiteFileError for a missing or corrupt file, or one whose ops make no sense
+    to the rules (an op without the inputs its type needs)."""
     graph, path = _graph(model)
-    problems = check_compilable(graph)
+    with flatbuffer.reading(path, "Edge TPU analysis"):
+        return _analyse(graph, path)
+
+
+def _analyse(graph: Graph, path: str) -> CompatReport:
+    problems = _check_compilable(graph)
     rows: list[OpRow] = []
     first: int | None = None
     tail = postprocess_tail(graph)
