@@ -107,7 +107,7 @@ def main(spec_path, result_path):
             for _ in range(warmup):
                 interpreter.invoke()
         for _ in range(runs):
-            for interpreter, result in zip(loaded, results):
+            for interpreter, result in zip(loaded, results, strict=True):
                 start = time.perf_counter()
                 interpreter.invoke()
                 result["times_ms"].append((time.perf_counter() - start) * 1e3)
