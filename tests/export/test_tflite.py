@@ -2,6 +2,7 @@
 with the Keras model it came from."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -99,15 +100,25 @@ def test_qat_model_refuses_float_targets_and_explains():
 
 
 def test_export_is_atomic_on_failure(tmp_path, monkeypatch):
+    """A failure in the middle of writing (after the converted bytes went into the temporary
+    file, before it is synced and renamed) leaves neither a temporary file nor a half-written
+    model, and an earlier file at the same path keeps its content."""
+    from nlighten_tf.export import atomic
+
     target = tmp_path / "m.tflite"
+    target.write_bytes(b"the previous model")
+    written = []
 
-    def broken(*args, **kwargs):
-        raise tflite.ExportError("boom")
+    def disk_full(fd):
+        written.append(os.fstat(fd).st_size)
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(tflite, "convert", broken)
-    with pytest.raises(tflite.ExportError):
+    monkeypatch.setattr(atomic.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
         tflite.export(artifacts.mini_cnn(), target, "fp32")
-    assert list(tmp_path.iterdir()) == []
+    assert written and written[0] > 1000  # the failure came mid-write, with the model's bytes out
+    assert [p.name for p in tmp_path.iterdir()] == ["m.tflite"]
+    assert target.read_bytes() == b"the previous model"
 
 
 def test_clustering_wrappers_are_stripped_before_export(tmp_path):
