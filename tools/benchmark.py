@@ -23,6 +23,7 @@ from absl import app, flags
 import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
 from nlighten_tf.bench import devices, runtime, suite
 from nlighten_tf.bench.flatbuffer import TFLiteFileError
+from nlighten_tf.export import atomic
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("tflite", [], "Comma-separated .tflite files; the first is the baseline of every ratio.")
@@ -56,6 +57,11 @@ def main(argv: list[str]) -> int:
         print(f"error: --threads must be positive integers, got {','.join(FLAGS.threads)}", file=sys.stderr)
         return 2
     try:
+        atomic.check_output_dir(FLAGS.output_dir, "--output_dir")  # before minutes of timing, not after
+    except atomic.OutputPathError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
         result = suite.run(
             models, threads=threads, runs=FLAGS.runs, warmup=FLAGS.warmup, runtime=FLAGS.runtime,
             xnnpack=FLAGS.xnnpack, data=FLAGS.data, split=FLAGS.split, limit=FLAGS.limit, rss=FLAGS.rss,
@@ -65,6 +71,8 @@ def main(argv: list[str]) -> int:
     except (TFLiteFileError, runtime.RuntimeUnavailable, devices.DeviceUnavailable, devices.DeviceError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    for warning in result.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     print(suite.markdown(result))
     for kind, path in suite.write(result, FLAGS.output_dir).items():
         print(f"wrote {kind}: {path}")

@@ -63,6 +63,18 @@ def _ratios(items: list[str], flag: str) -> dict[str, float]:
     return parse_key_values(items, flag)
 
 
+def _load(path: str):
+    """The saved Keras model at `path`; ValueError naming the file if it is not one."""
+    from nlighten_tf.recipes.runner import load_keras
+
+    try:
+        return load_keras(Path(path))
+    except (OSError, ValueError, TypeError) as error:  # not HDF5, truncated, or an unknown layer
+        raise ValueError(
+            f"--keras_model {path}: not a loadable tf_keras model (.h5) ({' '.join(str(error).split())[:300]})"
+        ) from None
+
+
 def main(argv: list[str]) -> int:
     del argv
     logging.set_verbosity(logging.WARNING)
@@ -72,13 +84,17 @@ def main(argv: list[str]) -> int:
     from nlighten_tf.export import atomic
     from nlighten_tf.optimize import channel_prune, training
     from nlighten_tf.optimize.distill import DistillConfig
-    from nlighten_tf.recipes.runner import keras_verbosity, load_keras, save_model
+    from nlighten_tf.recipes.runner import keras_verbosity, save_model
+    from nlighten_tf.recipes.schema import check_model_options
 
     name = Path(FLAGS.keras_model).stem if FLAGS.keras_model else FLAGS.model
     output = Path(FLAGS.output or f"channel_pruned/{name}.h5")
     if FLAGS.keras_model and not Path(FLAGS.keras_model).is_file():
         return _fail(f"--keras_model {FLAGS.keras_model}: no such file")
     try:
+        # Checked now: a bad output path found after fine-tuning loses the work.
+        atomic.check_output_file(output, "--output")
+        atomic.check_output_file(output.with_suffix(".json"), "--output (report file)")
         per_stage, per_layer = _ratios(FLAGS.per_stage, "--per_stage"), _ratios(FLAGS.per_layer, "--per_layer")
         no_target = FLAGS.keep_madds is None and FLAGS.keep_params is None and not per_stage and not per_layer
         config = channel_prune.ChannelPruneConfig(
@@ -93,11 +109,12 @@ def main(argv: list[str]) -> int:
                                             verbose=0 if keras_verbosity() == 2 else 1)  # fmt: skip
         tf_keras.utils.set_random_seed(FLAGS.seed)
         if FLAGS.keras_model:
-            model = load_keras(Path(FLAGS.keras_model))
+            model = _load(FLAGS.keras_model)
             image_size = int(model.inputs[0].shape[1])
         else:
             image_size = FLAGS.image_size
             options = _ratios(FLAGS.model_option, "--model_option")
+            check_model_options(FLAGS.model, options, f"--model={FLAGS.model} --model_option")
         common = dict(image_size=image_size, batch_size=FLAGS.batch_size, model=FLAGS.model, cache=True)
         train, info = data.load(FLAGS.data, "train", seed=FLAGS.seed, limit=FLAGS.train_limit, **common)
         evaluation, _ = data.load(FLAGS.data, FLAGS.eval_split, limit=FLAGS.eval_limit, **common)
@@ -115,8 +132,11 @@ def main(argv: list[str]) -> int:
     except (ValueError, RuntimeError) as error:  # bad flags/targets/layer names, data errors, unmet budget
         return _fail(error)
     results = training.evaluate(result.model, evaluation)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    save_model(result.model, output, qat=False)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        save_model(result.model, output, qat=False)
+    except OSError as error:  # e.g. the disk filled up meanwhile
+        return _fail(f"--output {output}: cannot write the model: {error}")
     written = {}
     if result.sensitivity is not None:
         written = channel_prune.write_sensitivity(result.sensitivity, output.parent)

@@ -49,6 +49,12 @@ def main(argv: list[str]) -> int:
         return _fail(f"--keras_model {FLAGS.keras_model}: no such file or directory")
     if FLAGS.labels and not Path(FLAGS.labels).is_file():
         return _fail(f"--labels {FLAGS.labels}: no such file")
+    from nlighten_tf.export import atomic
+
+    try:
+        atomic.check_output_dir(FLAGS.output_dir, "--output_dir")
+    except atomic.OutputPathError as error:
+        return _fail(str(error))
     from nlighten_tf import data, models
     from nlighten_tf.export import metadata, tflite
     from nlighten_tf.models import registry
@@ -95,8 +101,13 @@ def _load_keras(path: str):
 
     from nlighten_tf.optimize import quantize
 
-    with tfmot.sparsity.keras.prune_scope(), tfmot.clustering.keras.cluster_scope(), quantize.quantize_scope():
-        return tf_keras.models.load_model(path, compile=False)
+    try:
+        with tfmot.sparsity.keras.prune_scope(), tfmot.clustering.keras.cluster_scope(), quantize.quantize_scope():
+            return tf_keras.models.load_model(path, compile=False)
+    except (OSError, ValueError, TypeError) as error:  # not HDF5/SavedModel, truncated, unknown layer
+        raise ValueError(
+            f"--keras_model {path}: not a loadable tf_keras model ({' '.join(str(error).split())[:300]})"
+        ) from None
 
 
 if __name__ == "__main__":

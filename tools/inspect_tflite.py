@@ -26,6 +26,12 @@ def main(argv: list[str]) -> int:
     if not paths:
         print("error: no .tflite given; usage: inspect_tflite.py model.tflite [--json_out=out.json]", file=sys.stderr)
         return 2
+    if FLAGS.json_out:
+        try:
+            atomic.check_output_file(FLAGS.json_out, "--json_out")
+        except atomic.OutputPathError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     reports = []
     for path in paths:
         try:

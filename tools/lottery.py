@@ -41,14 +41,18 @@ def main(argv: list[str]) -> int:
     import tf_keras
 
     from nlighten_tf import data, models
+    from nlighten_tf.export import atomic
     from nlighten_tf.optimize import lottery, training
     from nlighten_tf.optimize.selection import LayerSelection
     from nlighten_tf.recipes import report
     from nlighten_tf.recipes.overrides import parse_key_values
     from nlighten_tf.recipes.runner import keras_verbosity
+    from nlighten_tf.recipes.schema import check_model_options
 
     try:
+        atomic.check_output_dir(FLAGS.output_dir, "--output_dir")
         options = parse_key_values(FLAGS.model_option, "--model_option")
+        check_model_options(FLAGS.model, options, f"--model={FLAGS.model} --model_option")
         config = lottery.LotteryConfig(
             rounds=FLAGS.rounds, prune_fraction=FLAGS.prune_fraction, rewind_steps=FLAGS.rewind_steps,
             random_control=FLAGS.random_control, selection=LayerSelection(policy=FLAGS.policy),
@@ -70,7 +74,11 @@ def main(argv: list[str]) -> int:
         print(f"round {entry.round}: {100 * entry.remaining:.1f}% of weights remain, "
               f"accuracy {100 * entry.accuracy:.2f}%{control}", flush=True)  # fmt: skip
 
-    rounds = lottery.lottery(model, train, evaluation, config, train_config, on_round=on_round)
+    try:
+        rounds = lottery.lottery(model, train, evaluation, config, train_config, on_round=on_round)
+    except training.TrainingDiverged as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
     for kind, path in report.write_lottery(rounds, FLAGS.output_dir).items():
         print(f"wrote {kind}: {path}")
     return 0

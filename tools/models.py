@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from absl import app, flags
 
 import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
 from nlighten_tf.bench.report import markdown_table
+from nlighten_tf.export import atomic
 from nlighten_tf.models import registry, summary
 
 FLAGS = flags.FLAGS
@@ -36,11 +36,20 @@ def main(argv: list[str]) -> int:
         except ValueError as error:
             print(f"error: --models: {error}", file=sys.stderr)
             return 2
+        if FLAGS.json_out:
+            try:  # before building every model, not after
+                atomic.check_output_file(FLAGS.json_out, "--json_out")
+            except atomic.OutputPathError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
         rows = summary.zoo_table(names, progress=lambda n: print(f"building {n} ...", file=sys.stderr, flush=True))
         print(markdown_table(rows))
         if FLAGS.json_out:
-            with open(FLAGS.json_out, "w") as f:
-                json.dump(rows, f, indent=2)
+            try:
+                atomic.write_json(FLAGS.json_out, rows)
+            except OSError as error:
+                print(f"error: --json_out {FLAGS.json_out}: {error.strerror or error}", file=sys.stderr)
+                return 2
             print(f"wrote {FLAGS.json_out}")
     return 0
 

@@ -45,12 +45,21 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         return _fail(f"unexpected arguments {' '.join(argv[1:])}; use --recipe=PATH and --override=key=value")
     logging.set_verbosity(logging.WARNING)  # the converter's SavedModel chatter hides our output
+    from nlighten_tf.export import atomic
+
     try:
         recipe = schema.load(FLAGS.recipe, FLAGS.override)
-    except schema.RecipeError as error:
+        atomic.check_output_dir(FLAGS.output_dir, "--output_dir")
+    except (schema.RecipeError, atomic.OutputPathError) as error:
         return _fail(error)
     from nlighten_tf.recipes import runner
 
+    try:
+        # Data files, folders, split names and weights files exist: checked before a dry run's
+        # plan and before a run loads anything, not minutes into it.
+        runner.check_inputs(recipe)
+    except schema.RecipeError as error:
+        return _fail(error)
     if FLAGS.dry_run:
         print(runner.plan(recipe, FLAGS.output_dir))
         return 0

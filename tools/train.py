@@ -55,10 +55,15 @@ def main(argv: list[str]) -> int:
     from nlighten_tf.optimize import training
     from nlighten_tf.recipes.overrides import parse_key_values
     from nlighten_tf.recipes.runner import keras_verbosity, save_model
+    from nlighten_tf.recipes.schema import check_model_options
 
     output = Path(FLAGS.output or f"trained/{FLAGS.model}.h5")
     try:
+        # Checked now: a bad output path found after training loses the training.
+        atomic.check_output_file(output, "--output")
+        atomic.check_output_file(output.with_suffix(".json"), "--output (metrics file)")
         options = parse_key_values(FLAGS.model_option, "--model_option")
+        check_model_options(FLAGS.model, options, f"--model={FLAGS.model} --model_option")
         config = training.TrainConfig(
             epochs=FLAGS.epochs, learning_rate=FLAGS.learning_rate, optimizer=FLAGS.optimizer,
             lr_schedule=FLAGS.lr_schedule, label_smoothing=FLAGS.label_smoothing, verbose=keras_verbosity(),
@@ -78,10 +83,16 @@ def main(argv: list[str]) -> int:
     print(f"training {FLAGS.model} ({models.count_params(model):,} parameters) on {FLAGS.data} "
           f"({info.num_examples:,} examples, {info.num_classes} classes) for {FLAGS.epochs:g} epochs")  # fmt: skip
     start = time.time()
-    model, history = training.fit(model, train, config, strategy=FLAGS.strategy)
+    try:
+        model, history = training.fit(model, train, config, strategy=FLAGS.strategy)
+    except training.TrainingDiverged as error:
+        return _fail(error)
     results = training.evaluate(model, evaluation)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    save_model(model, output, qat=False)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        save_model(model, output, qat=False)
+    except OSError as error:  # e.g. the disk filled up during training
+        return _fail(f"--output {output}: cannot write the model: {error}")
     metrics = {
         "model": FLAGS.model, "options": options, "data": FLAGS.data, "eval_split": FLAGS.eval_split,
         "image_size": FLAGS.image_size, "epochs": FLAGS.epochs, **results, "params": models.count_params(model),

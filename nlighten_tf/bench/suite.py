@@ -153,6 +153,7 @@ def run(
     # Outputs of every runtime path on the same inputs: accuracy per path and agreement.
     compare = paths or bool(data) or any(d != devices_lib.HOST for d in device_names)
     inputs: dict[str, dict[str, Any]] = {}
+    class_warnings: list[str] = []  # also in "notes"; tools/benchmark.py prints them to stderr
     outputs: dict[str, dict[str, np.ndarray]] = {}
     descriptions: dict[str, dict[str, str]] = {}
     if compare:
@@ -163,6 +164,12 @@ def run(
             if inputs[key].get("num_classes", 0) > int(host.output_details["shape"][-1]):
                 raise ValueError(f"{data} has {inputs[key]['num_classes']} classes but {model} outputs "
                                  f"{int(host.output_details['shape'][-1])}")  # fmt: skip
+            if data and inputs[key]["num_classes"] < int(host.output_details["shape"][-1]):
+                # Runs, but top-1 then scores a model made for other labels: most likely the wrong file.
+                class_warnings.append(
+                    f"{model} outputs {int(host.output_details['shape'][-1])} classes but {data} has "
+                    f"{inputs[key]['num_classes']}: its accuracy is measured on labels it may not have been trained for"
+                )
             images = inputs[key]["images"]
             builtin = runtime_lib.load(model, runtime=runtime, xnnpack=False, threads=max(threads))
             outputs[key] = {HOST_XNNPACK: host.predict(images), HOST_BUILTIN: builtin.predict(images)}
@@ -257,7 +264,8 @@ def run(
         "paths": path_results,
         "rows": rows,
         "fallbacks": fallbacks,
-        "notes": _notes(host_cpu, sparse_files, device_names),
+        "warnings": class_warnings,
+        "notes": class_warnings + _notes(host_cpu, sparse_files, device_names),
     }
 
 

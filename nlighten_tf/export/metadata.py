@@ -274,7 +274,10 @@ def embed(tflite: bytes, info: ClassifierMetadata) -> bytes:
     out = io.BytesIO()
     out.write(bytes(builder.Output()))
     with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr(LABELS_FILE, "\n".join(info.labels) + "\n")
+        # A fixed timestamp (writestr would stamp the clock): the same model and labels give the
+        # same bytes, so an export is reproducible to the byte (and its gzip size with it).
+        entry = zipfile.ZipInfo(LABELS_FILE, date_time=(1980, 1, 1, 0, 0, 0))
+        archive.writestr(entry, "\n".join(info.labels) + "\n", compress_type=zipfile.ZIP_STORED)
     return out.getvalue()
 
 

@@ -19,6 +19,34 @@ import tf_keras
 STRATEGIES = ("default", "mirrored", "multi_worker")
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine")
+# More epochs than this is a typo (1e308 overflowed the step arithmetic); 10,000 epochs of the
+# smallest data set here already take days.
+MAX_EPOCHS = 10_000.0
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: the weights are garbage from then on, so the
+    run stops there instead of saving and exporting them."""
+
+
+class StopOnNonFiniteLoss(tf_keras.callbacks.Callback):
+    """Raises TrainingDiverged at the first batch whose loss is NaN or infinite. (Keras's own
+    TerminateOnNaN only ends `fit` quietly, and the caller would save the NaN model.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingDiverged(
+                f"training diverged: the loss is {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}; "
+                "nothing of this training was kept. Fix: a lower learning_rate (or check the data)"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,10 +59,16 @@ class TrainConfig:
     verbose: int = 1
 
     def __post_init__(self):
-        if self.epochs <= 0:
-            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        for key in ("epochs", "learning_rate", "label_smoothing"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{key} must be a finite number, got {value!r}")
+        if self.epochs <= 0 or self.epochs > MAX_EPOCHS:
+            raise ValueError(f"epochs must be > 0 and <= {MAX_EPOCHS:,.0f}, got {self.epochs:g}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be from 0 to below 1, got {self.label_smoothing}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -157,7 +191,8 @@ def fit(
     """Trains `prepare(model)` (e.g. a TFMOT wrapper) for config.epochs and returns it with history.
 
     `prepare` runs under the strategy's scope so that wrapper variables are mirrored too.
-    Fractional epochs train on the first part of each pass over `train`. A classifier by
+    Fractional epochs train on the first part of each pass over `train`. A NaN or infinite
+    loss raises TrainingDiverged (StopOnNonFiniteLoss) at that batch. A classifier by
     default (cross-entropy on integer or one-hot labels); other tasks pass `compile_options`,
     the keyword arguments of ``model.compile`` besides the optimizer (e.g.
     ``detection.compile_losses()``): the optimizer and its schedule always come from `config`.
@@ -177,7 +212,7 @@ def fit(
         epochs=plan.epochs,
         steps_per_epoch=plan.steps_per_epoch,
         validation_data=validation,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, StopOnNonFiniteLoss()],
         verbose=config.verbose,
     )
     return trained, history.history
@@ -196,7 +231,7 @@ def recalibrate_batch_norm(model: tf_keras.Model, data: tf.data.Dataset, batches
     first `batches` batches of `data` (a forward pass in training mode; weights unchanged).
 
     After a short fine-tune the moving statistics (momentum 0.99) still mostly reflect the
-    model before it, and evaluation in inference mode collapses (reference.md); pruning papers
+    model before it, and evaluation in inference mode collapses; pruning papers
     re-estimate them the same way ("adaptive BatchNorm", EagleEye, Li et al. 2020)."""
     if data is None:
         raise ValueError("BatchNorm recalibration needs data (a dataset of images, labels)")

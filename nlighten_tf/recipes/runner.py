@@ -11,17 +11,30 @@ Layout of a run directory::
 A stage works in `.NN-type.partial/` and is renamed to `NN-type/` only once its model, files
 and metrics.json are written: a directory without the dot is complete by construction, and a
 crash or Ctrl-C leaves at most a `.partial` directory, removed when the run starts again.
+
+One process at a time: a run holds an exclusive lock (flock) on `<run dir>/.lock`, which names
+its PID and start time, from before it touches anything until it ends. A second start on the
+same directory is refused with those; the kernel drops the lock when its process dies, so a
+crashed run never blocks the next one.
+
+A stage's inputs depend only on the recipe and the stages before it, never on what this
+process ran earlier: each stage reseeds every generator (seed + stage number) and rebuilds
+the data pipelines, so the shuffle order does not carry on from the previous stages' epochs.
+A resumed run therefore computes what an uninterrupted one does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime
+import fcntl
 import os
 import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +45,15 @@ from nlighten_tf.recipes.schema import Recipe, Stage
 MODEL_FILE = "model.h5"
 METRICS_FILE = "metrics.json"
 RESOLVED_FILE = "resolved_recipe.yaml"
+LOCK_FILE = ".lock"
 
 
 class RunError(ValueError):
     """The run directory does not fit the request (existing run without --resume, changed recipe)."""
+
+
+class RunLocked(RunError):
+    """Another process is running in the same run directory."""
 
 
 class RunInterrupted(Exception):
@@ -98,6 +116,57 @@ def save_model(model, path: Path, qat: bool) -> None:
             model.save(path, include_optimizer=False)
 
 
+def changed_keys(old: Any, new: Any, prefix: str) -> list[str]:
+    """``prefix.key: old -> new`` for every leaf that differs (lists of stages numbered from 1,
+    as the run directories), e.g. ``stages.4.prune.target_sparsity: 0.9 -> 0.8``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        changes = []
+        for key in [*old, *(k for k in new if k not in old)]:
+            changes += changed_keys(old.get(key, "(absent)"), new.get(key, "(absent)"), f"{prefix}.{key}")
+        return changes
+    if prefix == "stages" and isinstance(old, list) and isinstance(new, list):
+        changes = []
+        for number in range(1, max(len(old), len(new)) + 1):
+            before = old[number - 1] if number <= len(old) else "(absent)"
+            after = new[number - 1] if number <= len(new) else "(absent)"
+            changes += changed_keys(before, after, f"{prefix}.{number}")
+        return changes
+    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
+
+
+def _changes_text(changes: list[str], limit: int = 5) -> str:
+    more = f" (and {len(changes) - limit} more)" if len(changes) > limit else ""
+    return "; ".join(changes[:limit]) + more
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Holds an exclusive flock on `<run_dir>/.lock` (PID and start time written in it) for the
+    duration; RunLocked if another process holds it. The kernel releases the lock when the
+    holder exits however it exits, so a stale file from a killed run is simply taken over."""
+    path = run_dir / LOCK_FILE
+    try:
+        # Opened without truncation: the holder's PID must stay readable until we own the lock.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as error:
+        raise RunError(f"{run_dir}: cannot create the run's lock file {path}: {error.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            raise RunLocked(
+                f"{run_dir} is in use by a run in progress ({holder}); wait for it to end, stop it, or choose "
+                "another --output_dir or name (--override name=...)"
+            ) from None
+        started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, started {started}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def _check_resumable(recipe: Recipe, run_dir: Path, done: list[str], resume: bool) -> None:
     expected = [s.dirname for s in recipe.stages]
     if done and not resume:
@@ -114,23 +183,29 @@ def _check_resumable(recipe: Recipe, run_dir: Path, done: list[str], resume: boo
     resolved = run_dir / RESOLVED_FILE
     if not done or not resolved.exists():
         return
-    before = schema.parse_yaml(resolved.read_text(), str(resolved)) or {}
+    try:
+        before = schema.parse_yaml(resolved.read_text(encoding="utf-8"), str(resolved)) or {}
+    except (OSError, UnicodeDecodeError) as error:
+        raise RunError(f"{resolved}: cannot read the run's resolved recipe: {error}") from None
+    if not isinstance(before, dict):
+        raise RunError(f"{resolved}: not a recipe mapping; use another --output_dir or name")
     now = recipe.as_dict()
     for key in ("seed", "model", "data"):
-        if before.get(key) != now[key]:
+        changes = changed_keys(before.get(key, "(absent)"), now[key], key)
+        if changes:
             raise RunError(
-                f"{run_dir}: --resume: the recipe's {key!r} changed since the run started "
-                f"({before.get(key)!r} -> {now[key]!r}); completed stages used the old value: use another "
-                "--output_dir or name"
+                f"{run_dir}: --resume: the recipe's {key!r} changed since the run started ({_changes_text(changes)}); "
+                "completed stages used the old value: use another --output_dir or name"
             )
     old_stages = before.get("stages") or []
     for position in range(len(done)):
-        old = old_stages[position] if position < len(old_stages) else None
-        if old != now["stages"][position]:
+        old = old_stages[position] if position < len(old_stages) else "(absent)"
+        changes = changed_keys(old, now["stages"][position], f"stages.{position + 1}")
+        if changes:
             stage = recipe.stages[position]
             raise RunError(
-                f"{run_dir}: --resume: {stage.label} completed with different settings ({old!r} -> "
-                f"{now['stages'][position]!r}); use another --output_dir or name"
+                f"{run_dir}: --resume: {stage.label} completed with different settings ({_changes_text(changes)}); "
+                "use another --output_dir or name"
             )
 
 
@@ -144,7 +219,18 @@ def run(
 ) -> RunResult:
     """Executes the recipe's stages in order, skipping those complete (with `resume`)."""
     run_dir = Path(output_dir) / recipe.name
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunError(f"--output_dir {output_dir}: cannot create the run directory {run_dir}: {error.strerror}") from None
+    # The lock comes before anything is deleted or written: a second start must not remove
+    # the working stage of a run in progress.
+    with run_lock(run_dir):
+        return _run_locked(recipe, run_dir, resume, strategy, log, verbose)
+
+
+def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, strategy: str | None, log: Callable[[str], None],
+                verbose: int | None) -> RunResult:  # fmt: skip
     for stale in run_dir.glob(".*.partial"):  # a crash or SIGKILL mid-stage
         shutil.rmtree(stale, ignore_errors=True)
     done = completed_dirs(run_dir)
@@ -153,6 +239,7 @@ def run(
 
     import tf_keras
 
+    from nlighten_tf.optimize.training import TrainingDiverged
     from nlighten_tf.recipes import report, stages
 
     train, evaluation, info, scheme = stages.data_for(recipe)
@@ -182,6 +269,8 @@ def run(
             stage_metrics = _run_stage(stage, ctx)
         except KeyboardInterrupt:
             raise RunInterrupted(stage, run_dir) from None
+        except TrainingDiverged as error:  # a NaN model is not a result: the stage stays incomplete
+            raise RunError(f"{run_dir}: {stage.label}: {error}") from None
         metrics.append(stage_metrics)
         ran.append(stage.dirname)
         report.write(run_dir, recipe.as_dict(), metrics, total)
@@ -201,8 +290,11 @@ def _run_stage(stage: Stage, ctx) -> dict[str, Any]:
     partial.mkdir(parents=True)
     start = time.time()
     try:
-        # Per-stage seed: a resumed run draws what an uninterrupted one would have.
+        # Per-stage seed and fresh pipelines: a resumed run draws what an uninterrupted one
+        # would have. The pipelines must be rebuilt, not just reseeded: a dataset keeps its own
+        # shuffle generator, which every epoch of the earlier stages advanced.
         tf_keras.utils.set_random_seed(ctx.recipe.seed + stage.index)
+        ctx.train, ctx.eval, _, _ = stages.data_for(ctx.recipe)
         outcome = stages.EXECUTORS[stage.type](stage, ctx, partial)
         metrics: dict[str, Any] = {"stage": stage.dirname, "index": stage.index, "type": stage.type,
                                    "config": dataclasses.asdict(stage.config)}  # fmt: skip
@@ -294,6 +386,40 @@ def one_line(m: dict[str, Any]) -> str:
         parts.append(m["summary"])
     parts.append(f"{m['wall_time_s']:.0f} s")
     return ", ".join(parts)
+
+
+def check_inputs(recipe: Recipe) -> None:
+    """What a run reads before it trains, checked without training (for --dry_run and before a
+    run): the data source (folder, files, TFDS preparation) and both split names, and the
+    model's and a distillation teacher's weights files. RecipeError naming the key otherwise."""
+    from nlighten_tf import data
+    from nlighten_tf.data.detection import is_detection_spec
+    from nlighten_tf.data.pipeline import open_raw
+    from nlighten_tf.models import weights as weights_lib
+
+    source = recipe.source
+    spec = recipe.data
+    if not is_detection_spec(spec.spec):  # detection sets are opened by their own loader
+        for key in ("train_split", "eval_split"):
+            split = getattr(spec, key)
+            try:
+                open_raw(spec.spec, split, data_dir=spec.data_dir, limit=1)
+            except data.DataError as error:
+                raise schema.RecipeError(
+                    f"{source}: data (spec {spec.spec!r}, {key} {split!r}): {' '.join(str(error).split())}"
+                ) from None
+    models = [("model", recipe.model.name, recipe.model.weights)]
+    for stage in recipe.stages:
+        if stage.type == "distill" and stage.config.teacher.name and stage.config.teacher.weights:
+            teacher = stage.config.teacher
+            models.append((f"{stage.label}: key 'teacher'", teacher.name, teacher.weights))
+    for where, name, weights in models:
+        if weights is None:
+            continue
+        try:
+            weights_lib.resolve(name, weights)
+        except weights_lib.WeightsError as error:
+            raise schema.RecipeError(f"{source}: {where}: key 'weights': {' '.join(str(error).split())}") from None
 
 
 def plan(recipe: Recipe, output_dir: str | os.PathLike[str] = "runs") -> str:

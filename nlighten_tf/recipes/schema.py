@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import re
 import types
 import typing
@@ -54,11 +55,42 @@ _Loader.add_implicit_resolver(
 )
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _checked_mapping(loader: _Loader, node: yaml.MappingNode) -> Any:
+    """PyYAML keeps the last of two equal keys; a recipe that sets `epochs` twice is a mistake
+    whose silent outcome nobody can guess, so it is refused (the YAML spec forbids it too).
+    Keys a `<<:` merge brings in may be overridden, as YAML intends."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node)
+        try:
+            if key in seen:
+                raise _DuplicateKey(
+                    f"key {key!r} appears twice in one mapping (lines {seen[key]} and {key_node.start_mark.line + 1}); "
+                    "keep one"
+                )
+            seen[key] = key_node.start_mark.line + 1
+        except TypeError:  # an unhashable key: SafeLoader's own error follows
+            pass
+    # SafeConstructor's two-step construction (yield, then fill) keeps anchors to mappings working.
+    yield from yaml.SafeLoader.construct_yaml_map(loader, node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _checked_mapping)
+
+
 def parse_yaml(text: str, where: str) -> Any:
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as error:
         raise RecipeError(f"{where}: not valid YAML: {' '.join(str(error).split())}") from None
+    except _DuplicateKey as error:
+        raise RecipeError(f"{where}: {error}") from None
 
 
 def dump_yaml(value: Any) -> str:
@@ -302,6 +334,8 @@ class Recipe:
 
 
 TOP_LEVEL_KEYS = ("name", "description", "seed", "model", "data", "stages")
+# Stage i runs with seed + i, and numpy takes seeds below 2**32.
+MAX_SEED = 2**31 - 1
 
 
 def field_names(cls: type) -> list[str]:
@@ -328,6 +362,17 @@ def _type_name(tp: Any) -> str:
 
 class _TypeMismatch(Exception):
     pass
+
+
+class _OutOfRange(Exception):
+    """A value of the right type that no recipe can mean (NaN, infinity, 10**30 runs)."""
+
+
+# Integers past this are mistakes (and overflow TensorFlow's and numpy's int32 seeds/counters).
+MAX_INT = 2**31 - 1
+# Epoch counts past this are typos (1e308 epochs overflowed the step arithmetic); 10,000 epochs
+# of the smallest data set here already take days.
+MAX_EPOCHS = 10_000.0
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -364,10 +409,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise _TypeMismatch
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT:
+                raise _OutOfRange(f"{value} is out of range (at most {MAX_INT:,} in magnitude)")
             return value
         raise _TypeMismatch
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise _OutOfRange(f"must be a finite number, got {value}")
             return float(value)
         raise _TypeMismatch
     if tp is str:
@@ -395,7 +444,16 @@ def _build(cls: type, raw: Mapping[str, Any] | None, where: str) -> Any:
             raise RecipeError(
                 f"{where}: key {key!r}: expected {_type_name(hints[key])}, got {_describe(value)}"
             ) from None
+        except _OutOfRange as error:
+            raise RecipeError(f"{where}: key {key!r}: {error}") from None
+        if _is_epochs(key) and isinstance(values[key], int | float) and values[key] > MAX_EPOCHS:
+            raise RecipeError(f"{where}: key {key!r}: at most {MAX_EPOCHS:,.0f} epochs, got {values[key]:g}")
     return cls(**values)
+
+
+def _is_epochs(key: str) -> bool:
+    """Keys counted in epochs: epochs, head_epochs, epochs_per_step, begin_epoch, end_epoch ..."""
+    return key == "epochs" or key.endswith(("_epochs", "_epoch")) or key.startswith("epochs_")
 
 
 def _describe(value: Any) -> str:
@@ -586,14 +644,60 @@ def _check_model(where: str, spec: ModelSpec) -> None:
                 f"{where}: key 'options.{key}': unknown option for model {spec.name!r}; valid options: "
                 + ", ".join(o for o in model_info.options if o not in derived)
             )
+    check_model_options(spec.name, spec.options, where, prefix="options.")
     include_top = spec.options.get("include_top", True)
-    if not isinstance(include_top, bool):
-        raise RecipeError(f"{where}: key 'options.include_top': expected true/false, got {_describe(include_top)}")
     if not include_top and spec.options.get("features_only"):
         raise RecipeError(
             f"{where}: key 'options.include_top': false puts a new classification head on the backbone "
             "(optimize.transfer); it cannot be combined with features_only: true"
         )
+
+
+# Ranges of the registry's numeric build options: (lowest, highest, whether lowest is allowed).
+# Types come from the builders' own annotations.
+MODEL_OPTION_RANGES: dict[str, tuple[float, float, bool]] = {
+    "width_coefficient": (0.0, 16.0, False), "depth_coefficient": (0.0, 16.0, False),
+    "width_multiplier": (0.0, 16.0, False), "head_filters": (1, 65_536, True), "dropout_rate": (0.0, 1.0, True),
+    "drop_connect_rate": (0.0, 1.0, True), "fpn_num_filters": (1, 65_536, True), "fpn_cell_repeats": (1, 64, True),
+    "box_class_repeats": (1, 64, True), "output_stride": (1, 64, True), "stride": (1, 64, True),
+}  # fmt: skip
+
+
+def check_model_options(name: str, options: Mapping[str, Any], where: str, prefix: str = "") -> None:
+    """Each registry build option's type (from the builder's annotations) and range, so that
+    `width_coefficient: abc` or `-1` is refused up front instead of failing in the build after
+    the data has loaded. `prefix` names the options in messages ("options." in a recipe).
+    Unknown option names are left to the caller (RecipeError with the valid names there)."""
+    from nlighten_tf.models import registry
+
+    model_info = _checked(where, lambda: registry.info(name))
+    try:
+        hints = typing.get_type_hints(model_info.builder)
+    except Exception:  # an annotation that does not resolve: types are then checked by the build
+        hints = {}
+    for key, value in options.items():
+        if key not in hints:
+            continue
+        try:
+            _coerce(value, hints[key], where)
+        except _TypeMismatch:
+            raise RecipeError(
+                f"{where}: key '{prefix}{key}': expected {_type_name(hints[key])}, got {_describe(value)}"
+            ) from None
+        except _OutOfRange as error:
+            raise RecipeError(f"{where}: key '{prefix}{key}': {error}") from None
+        except TypeError:  # an annotation _coerce does not model (tuples, Mapping): the build checks it
+            continue
+        if key in MODEL_OPTION_RANGES and isinstance(value, int | float) and not isinstance(value, bool):
+            low, high, inclusive = MODEL_OPTION_RANGES[key]
+            if key in ("dropout_rate", "drop_connect_rate"):
+                ok = 0.0 <= value < 1.0
+                wanted = "from 0 to below 1"
+            else:
+                ok = (value >= low if inclusive else value > low) and value <= high
+                wanted = f"{'>=' if inclusive else '>'} {low:g} and <= {high:g}"
+            if not ok:
+                raise RecipeError(f"{where}: key '{prefix}{key}': must be {wanted}, got {value!r}")
 
 
 def _check_stage(source: str, stage: Stage, recipe_data: DataSpec) -> None:
@@ -743,8 +847,10 @@ def from_dict(raw: Any, source: str = "<recipe>") -> Recipe:
             f"{source}: key 'name': required, letters/digits/._- only (it names the run directory), got {_describe(name)}"
         )
     seed = raw.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise RecipeError(f"{source}: key 'seed': expected a non-negative integer, got {_describe(seed)}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0 or seed > MAX_SEED:
+        raise RecipeError(
+            f"{source}: key 'seed': expected an integer from 0 to {MAX_SEED:,}, got {_describe(seed)}"
+        )
     description = raw.get("description") or ""
     if not isinstance(description, str):
         raise RecipeError(f"{source}: key 'description': expected a string, got {_describe(description)}")
@@ -854,9 +960,14 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
 
     source = str(path)
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"{source}: no such recipe file") from None
+    except UnicodeDecodeError as error:
+        raise RecipeError(
+            f"{source}: not a text (UTF-8) file: byte {error.object[error.start]:#04x} at offset {error.start}; "
+            "a recipe is a YAML text file"
+        ) from None
     except OSError as error:
         raise RecipeError(f"{source}: cannot read: {error.strerror}") from None
     raw = parse_yaml(text, source)
