@@ -304,9 +304,9 @@ class _Verifier:
         vsize = self.scalar("<H", vtable, f"{what}: vtable")
         tsize = self.scalar("<H", vtable + 2, f"{what}: vtable")
         if vsize < 4 or vsize % 2 or vtable + vsize > self.size:
-            self.fail(f"{what}: vtable of {vsize} bytes is malformed or runs past the end of the file", vtable)
+            self.fail(f"{what}: vtable of {vsize} bytes is malformed or runs past the end of the file (truncated or corrupt)", vtable)
         if tsize < 4 or pos + tsize > self.size:
-            self.fail(f"{what}: table of {tsize} bytes runs past the end of the file", pos)
+            self.fail(f"{what}: table of {tsize} bytes runs past the end of the file (truncated or corrupt)", pos)
         return _Table(self, pos, vtable, vsize, tsize, what)
 
 
@@ -339,7 +339,7 @@ class _Table:
             return None
         target = pos + self.verifier.scalar("<I", pos, f"{self.what}: {name}")
         if target >= self.verifier.size:
-            self.verifier.fail(f"{self.what}: {name} points past the end of the file ({target})", pos)
+            self.verifier.fail(f"{self.what}: {name} points to byte {target}, past the end of the file (truncated or corrupt)", pos)
         return target
 
     def vector(self, slot: int, width: int, name: str) -> tuple[int, int] | None:
@@ -383,7 +383,7 @@ class _Table:
             element = start + 4 * i
             target = element + self.verifier.scalar("<I", element, f"{label} {i}")
             if target >= self.verifier.size:
-                self.verifier.fail(f"{label} {i} points past the end of the file ({target})", element)
+                self.verifier.fail(f"{label} {i} points to byte {target}, past the end of the file (truncated or corrupt)", element)
             out.append(self.verifier.table(target, f"{label} {i}"))
         return out
 
