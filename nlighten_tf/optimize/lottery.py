@@ -108,7 +108,8 @@ def lottery(
     on_round: Callable[[LotteryRound], None] | None = None,
     callbacks: Sequence[tf_keras.callbacks.Callback] = (),
 ) -> list[LotteryRound]:
-    """Runs round 0 (dense) and `config.rounds` pruning rounds; returns one entry per round."""
+    """Runs round 0 (dense) and `config.rounds` pruning rounds; returns one entry per round.
+    `callbacks` see every masked training in order: each round's ticket, then its control."""
     template = copy_model(model)
     names = [unwrap(layer).name for layer in config.selection.selected_layers(template)]
     rewind = _rewind_point(template, train, config, train_config, strategy)
@@ -123,7 +124,7 @@ def lottery(
         control = None
         if config.random_control and index:
             fresh = tf_keras.models.clone_model(template)  # same architecture, new random weights
-            control_model = _train_masked(fresh, fresh.get_weights(), masks, train, train_config, strategy)
+            control_model = _train_masked(fresh, fresh.get_weights(), masks, train, train_config, strategy, callbacks)
             control = training.evaluate(control_model, validation)["accuracy"]
         entry = LotteryRound(
             round=index,

@@ -84,20 +84,21 @@ def pruned_qat_segmenter(segmenter, seg_data, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def kp_data():
-    train = shapes.generate_dense(96, seed=2, config=KP_CONFIG)
+    train = shapes.generate_dense(192, seed=2, config=KP_CONFIG)
     targets = heads.keypoint_targets(train.keypoints, train.visible, (SIZE, SIZE), STRIDE)
-    return train, targets
+    return train, targets, shapes.generate_dense(64, seed=3, config=KP_CONFIG)
 
 
 @pytest.fixture(scope="module")
 def keypoint_model(kp_data):
-    train, targets = kp_data
+    train, targets, _ = kp_data
     tf_keras.utils.set_random_seed(0)
     model = models.build("keypoints_lite0", input_shape=(SIZE, SIZE, 3), num_classes=K, head_filters=32,
                          backbone_options=TINY)  # fmt: skip
     model.compile(optimizer=tf_keras.optimizers.Adam(3e-3), **heads.keypoint_compile_options())
     data = tf.data.Dataset.from_tensor_slices((normalise(train.images), targets)).batch(16)
-    history = model.fit(data, epochs=4, verbose=0).history
+    # 12 epochs of 192 images: at 4 epochs of 96 the model's PCK was no better than guessing.
+    history = model.fit(data, epochs=12, verbose=0).history
     training.recalibrate_batch_norm(model, data, 6)
     return model, history
 
@@ -181,9 +182,15 @@ def test_mean_iou_hand_cases_and_keras_metric():
 # Key points
 
 
-def test_keypoint_model_loss_falls_and_int8_peaks_agree(keypoint_model, kp_data, tmp_path):
+def test_keypoint_model_learns_and_int8_keeps_its_key_points(keypoint_model, kp_data, tmp_path):
+    """Spread measured over seeds 0/1, one thread and TF_ENABLE_ONEDNN_OPTS=0 (AMD EPYC, AVX-512):
+    loss 8.3-14.1 -> 1.18-1.34; PCK@0.2 on the first 32 training images 0.22-0.31 (guessing the
+    image centre: 0.017); held out (64 images) 0.09-0.23 (centre: 0.058); int8 peak in the same
+    cell as Keras for 0.79-0.87 of held-out key points (a briefly trained heat map has near-ties
+    that int8 rounding flips: where Keras's peak leads by > 0.1, 0.92-1.0 agree); |PCK int8 -
+    PCK Keras| <= 0.042 (training images), <= 0.012 (held out). Bounds sit below those minima."""
     model, history = keypoint_model
-    train, _ = kp_data
+    train, _, held_out = kp_data
     assert history["loss"][-1] < 0.5 * history["loss"][0], history["loss"]
     assert history["offsets_loss"][-1] < history["offsets_loss"][0], history["offsets_loss"]
     path = tmp_path / "keypoints.tflite"
@@ -191,26 +198,40 @@ def test_keypoint_model_loss_falls_and_int8_peaks_agree(keypoint_model, kp_data,
     interpreter = runtime.load(path, xnnpack=False).interpreter
     by_channels = {int(d["shape"][-1]): d for d in interpreter.get_output_details()}
     source = interpreter.get_input_details()[0]
-    images = normalise(train.images[:8])
-    heat, offsets = model.predict(images, verbose=0)
-    ours = heads.decode_keypoints(heat, offsets, STRIDE)
-    int8 = []
-    for image in images:
-        interpreter.set_tensor(source["index"], runtime.quantize(image[None], source))
-        interpreter.invoke()
-        outputs = [
-            runtime.dequantize(interpreter.get_tensor(by_channels[c]["index"]), by_channels[c])
-            for c in (K, 2 * K)
-        ]
-        int8.append(heads.decode_keypoints(*outputs, STRIDE)[0])
-    int8 = np.stack(int8)
-    visible = train.visible[:8, 0]
-    same_peak = np.abs(int8[..., :2] - ours[..., :2]).max(-1) <= STRIDE / 2  # same cell, offsets within half
-    assert same_peak[visible].mean() >= 0.9, same_peak
-    # PCK of the briefly trained model on its training images, against the shape's box.
-    truth = train.keypoints[:8, 0]
-    box = heads.keypoint_box_size(truth, visible)
-    assert 0.0 <= heads.pck(ours, truth, visible, box, alpha=0.2) <= 1.0
+
+    def int8_keypoints(images):
+        decoded = []
+        for image in images:
+            interpreter.set_tensor(source["index"], runtime.quantize(image[None], source))
+            interpreter.invoke()
+            outputs = [
+                runtime.dequantize(interpreter.get_tensor(by_channels[c]["index"]), by_channels[c])
+                for c in (K, 2 * K)
+            ]
+            decoded.append(heads.decode_keypoints(*outputs, STRIDE)[0])
+        return np.stack(decoded)
+
+    figures = {}
+    for name, shapes_set, n in (("train", train, 32), ("held_out", held_out, 64)):
+        images = normalise(shapes_set.images[:n])
+        ours = heads.decode_keypoints(*model.predict(images, verbose=0), STRIDE)
+        int8 = int8_keypoints(images)
+        truth, visible = shapes_set.keypoints[:n, 0], shapes_set.visible[:n, 0]
+        box = heads.keypoint_box_size(truth, visible)
+        centre = np.full_like(truth, SIZE / 2)
+        same_cell = np.abs(int8[..., :2] - ours[..., :2]).max(-1) <= STRIDE / 2  # same cell, offsets within half
+        figures[name] = {
+            "pck": heads.pck(ours, truth, visible, box, alpha=0.2),
+            "pck_int8": heads.pck(int8, truth, visible, box, alpha=0.2),
+            "pck_centre": heads.pck(centre, truth, visible, box, alpha=0.2),
+            "same_cell": float(same_cell[visible].mean()),
+        }
+    train_figures, held = figures["train"], figures["held_out"]
+    assert train_figures["pck"] >= max(0.1, 3 * train_figures["pck_centre"]), figures  # it learnt to localise
+    assert held["pck"] >= held["pck_centre"], figures
+    assert held["same_cell"] >= 0.7, figures
+    for f in figures.values():
+        assert abs(f["pck_int8"] - f["pck"]) <= 0.06, figures
 
 
 def test_targets_decode_back_to_the_exact_key_points():

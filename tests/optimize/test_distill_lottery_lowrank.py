@@ -59,10 +59,34 @@ def test_teacher_with_other_classes_is_refused(trained_lite):
         distill.Distiller(student, trained_lite, distill.DistillConfig())
 
 
+class RecordTraining(tf.keras.callbacks.Callback):
+    """Every weight array at the start and end of each masked training, in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.fits = []
+
+    def on_train_begin(self, logs=None):
+        kernels = [i for i, w in enumerate(self.model.weights) if w.name.split("/")[-1].startswith("kernel")]
+        self.fits.append({"begin": self.model.get_weights(), "kernels": kernels})
+
+    def on_train_end(self, logs=None):
+        self.fits[-1]["end"] = self.model.get_weights()
+
+
 @pytest.fixture(scope="module")
-def lottery_rounds(train_ds, test_ds):
+def lottery_run(train_ds, test_ds):
     config = lottery.LotteryConfig(rounds=2, rewind_steps=5)
-    return lottery.lottery(tiny_ticket_model(), train_ds, test_ds, config, quick(epochs=0.5))
+    model = tiny_ticket_model()
+    initial = model.get_weights()
+    record = RecordTraining()
+    rounds = lottery.lottery(model, train_ds, test_ds, config, quick(epochs=0.5), callbacks=[record])
+    return rounds, record.fits, initial
+
+
+@pytest.fixture(scope="module")
+def lottery_rounds(lottery_run):
+    return lottery_run[0]
 
 
 def test_lottery_keeps_point_eight_to_the_k_and_masks_never_regrow(lottery_rounds):
@@ -78,8 +102,31 @@ def test_lottery_keeps_point_eight_to_the_k_and_masks_never_regrow(lottery_round
 def test_lottery_reports_accuracy_and_random_control(lottery_rounds):
     assert lottery_rounds[0].control_accuracy is None
     assert all(0 <= r.accuracy <= 1 and 0 <= r.control_accuracy <= 1 for r in lottery_rounds[1:])
-    # Each ticket is a different network from its random-reinitialisation control.
-    assert all(r.model is not lottery_rounds[0].model for r in lottery_rounds[1:])
+
+
+def test_tickets_restart_from_the_rewind_point_and_controls_from_fresh_weights(lottery_run):
+    rounds, fits, initial = lottery_run
+    # Round 0's ticket, then a ticket and its random-reinitialisation control per round.
+    assert len(fits) == 1 + 2 * (len(rounds) - 1)
+    tickets, controls = [fits[0], *fits[1::2]], fits[2::2]
+    rewind = tickets[0]["begin"]  # round 0: nothing masked, so exactly the rewind point
+    # Late rewinding (5 steps) moved the weights away from initialisation.
+    assert any(not np.array_equal(a, b) for a, b in zip(rewind, initial, strict=True))
+    for ticket in tickets[1:]:
+        masked = 0
+        for start, point in zip(ticket["begin"], rewind, strict=True):
+            alive = start != 0
+            masked += int((~alive).sum())
+            np.testing.assert_array_equal(start[alive], point[alive])  # survivors rewound exactly
+        assert masked > 0
+    for ticket, control in zip(tickets[1:], controls, strict=True):
+        for i in ticket["kernels"]:
+            pruned = ticket["begin"][i] == 0
+            # Same mask, held through training; fresh random values; and really trained.
+            np.testing.assert_array_equal(control["begin"][i] == 0, pruned)
+            assert not control["end"][i][pruned].any()
+            assert not np.allclose(control["begin"][i][~pruned], ticket["begin"][i][~pruned])
+        assert any(not np.array_equal(control["begin"][i], control["end"][i]) for i in ticket["kernels"])
 
 
 def _kernels(model):
