@@ -66,7 +66,8 @@ def export_rows(metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for m in metrics:
         rows = m.get("rows") or []
         first_threads = rows[0]["threads"] if rows else None
-        latency.update({r["export"]: r["median_ms"] for r in rows if r.get("export") and r["threads"] == first_threads})
+        latency.update({r["export"]: r["median_ms"] for r in rows
+                        if r.get("export") and r["threads"] == first_threads and r.get("device", "host") == "host"})  # fmt: skip
     if not exports:
         return []
     first = exports[0]
@@ -128,6 +129,7 @@ def markdown(recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], tot
                 "max_values_per_channel": "values_per_channel", **MAP_COLUMNS,
             }), export_columns),  # fmt: skip
         ]
+    lines += device_path_lines(metrics)
     edgetpu = [m for m in metrics if m.get("edgetpu")]
     if edgetpu:
         lines += ["", "## Edge TPU", ""]
@@ -144,6 +146,29 @@ def markdown(recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], tot
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")
     return text + "\n"
+
+
+def device_path_lines(metrics: Sequence[dict[str, Any]]) -> list[str]:
+    """The benchmark stage's runtime paths (host XNNPACK, host builtin, each device asked for):
+    every file's accuracy on each, and how often they agree."""
+    from nlighten_tf.bench import suite
+
+    lines: list[str] = []
+    for m in metrics:
+        for entry in m.get("paths") or []:
+            if not lines:
+                lines += ["", "## Accuracy on every runtime path (benchmark stage, same examples on each path)", ""]
+            lines += [f"`{entry.get('export') or entry['name']}` on {entry['inputs']}:", "", markdown_table([
+                {"path": path, "top1_%": suite.percent(a["top1"]), "examples": a["examples"], "runtime": a["runtime"]}
+                for path, a in entry["accuracy"].items()
+            ]), "", markdown_table([
+                {"paths": f"{p['a']} vs {p['b']}", "top1_agreement_%": suite.percent(p["top1_agreement"]),
+                 "max_abs_diff": p["max_abs_diff"]} for p in entry["agreement"]
+            ]), ""]  # fmt: skip
+    notes = [f"- {note}" for m in metrics for note in m.get("notes") or []]
+    if notes:
+        lines += ["", "Benchmark notes:", "", *notes]
+    return lines
 
 
 def write(run_dir: Path, recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], total: int) -> Path:

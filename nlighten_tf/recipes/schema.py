@@ -274,6 +274,15 @@ class BenchmarkStage:
     runtime: str = "auto"
     xnnpack: bool = True
     rss: bool = False  # peak RSS in a fresh process per model (slow: one TensorFlow import each)
+    # Where to run the files: "host" and/or an emulated device ("rpi-aarch64", built by
+    # `make device-rpi`). With a device, every file's accuracy is measured on each runtime path
+    # (host XNNPACK, host builtin kernels, the device) on the first `device_limit` evaluation
+    # examples (emulation is ~100x slower), with their agreement; `device_runs` interleaved
+    # invokes time it (emulated: relative figures only).
+    devices: list[str] = dataclasses.field(default_factory=lambda: ["host"])
+    device_limit: int = 1000
+    device_runs: int = 5
+
 
 
 @dataclasses.dataclass
@@ -770,6 +779,14 @@ def _check_stage(source: str, stage: Stage, recipe_data: DataSpec) -> None:
             raise RecipeError(f"{where}: key 'threads': positive integers, got {config.threads}")
         if config.runs < 1 or config.warmup < 0:
             raise RecipeError(f"{where}: key 'runs'/'warmup': need runs >= 1 and warmup >= 0")
+        from nlighten_tf.bench import devices as devices_lib
+
+        try:
+            devices_lib.check_names(config.devices)
+        except ValueError as error:
+            raise RecipeError(f"{where}: key 'devices': {error}") from None
+        if config.device_limit < 1 or config.device_runs < 1:
+            raise RecipeError(f"{where}: key 'device_limit'/'device_runs': must be >= 1")
 
 
 def check_order(recipe: Recipe) -> None:

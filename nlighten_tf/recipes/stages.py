@@ -453,7 +453,7 @@ def _relocated(value: Any, old: str, new: str) -> Any:
     return value
 
 
-BENCH_ROW_KEYS = ("name", "threads", "size_bytes", "gzip_bytes", "init_ms", "min_ms", "median_ms", "p90_ms",
+BENCH_ROW_KEYS = ("name", "device", "threads", "size_bytes", "gzip_bytes", "init_ms", "min_ms", "median_ms", "p90_ms",
                   "speedup_vs_first", "peak_rss_mb", "top1", "top5", "runtime", "xnnpack", "fallback")  # fmt: skip
 
 
@@ -462,21 +462,30 @@ def run_benchmark(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
 
     config: schema.BenchmarkStage = stage.config
     files = [ctx.run_dir / e["file"] for e in ctx.exports]
+    # On an emulated device the files' accuracy is measured there (and on the host paths, on the
+    # same examples); detectors' multi-tensor outputs are timed only.
+    emulated = any(d != "host" for d in config.devices) and ctx.task != "detection"
+    limit = min(config.device_limit, ctx.recipe.data.eval_limit or config.device_limit)
     result = suite.run(
         [os.fspath(f) for f in files], threads=config.threads, runs=config.runs, warmup=config.warmup,
-        runtime=config.runtime, xnnpack=config.xnnpack, data=None, rss=config.rss,
+        runtime=config.runtime, xnnpack=config.xnnpack, data=ctx.recipe.data.spec if emulated else None,
+        split=ctx.recipe.data.eval_split, limit=limit, rss=config.rss, devices=config.devices,
+        device_runs=config.device_runs, paths=emulated,
     )  # fmt: skip
     # The export stages measured accuracy through the interpreter already: reuse it for the
     # table and the accuracy-vs-size plot instead of a second pass over the evaluation split.
     by_file = {os.fspath(f): e for f, e in zip(files, ctx.exports, strict=True)}
     for row in result["rows"]:
         export = by_file.get(row["model"], {})
-        row.update(top1=export.get("top1"), top5=export.get("top5"))
+        if row.get("device", "host") == "host":
+            row.update(top1=export.get("top1"), top5=export.get("top5"))
         row["export"] = export.get("name")
     written = suite.write(result, workdir)
     rows = [{**{k: row.get(k) for k in BENCH_ROW_KEYS}, "export": row["export"]} for row in result["rows"]]
     return Outcome(metrics={
         "rows": rows, "settings": result["settings"], "fallbacks": result["fallbacks"],
+        "paths": [{**p, "export": by_file.get(p["model"], {}).get("name")} for p in result["paths"]],
+        "notes": result["notes"],
         "files": {kind: Path(p).name for kind, p in written.items()},
     }, summary=f"{len(files)} files")  # fmt: skip
 

@@ -135,3 +135,38 @@ def test_raspberry_pi_example_bad_model_is_one_line(rpi, photo, tmp_path):
                                       "--image", str(photo)])  # fmt: skip
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, cwd="/")
     assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_recipe_benchmark_stage_reports_accuracy_on_every_device_path(rpi, tmp_path):
+    from tests.tools.test_optimize_tool import run_tool, write_recipe
+
+    recipe = write_recipe(
+        tmp_path / "pi.yaml", "train: {epochs: 1, learning_rate: 2e-3}", "export: {targets: [fp32, int8]}",
+        f"benchmark: {{runs: 3, warmup: 1, devices: [host, {rpi}], device_limit: 24, device_runs: 2}}",
+    )  # fmt: skip
+    result = run_tool(f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}", "--override=name=pi")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "runs" / "pi"
+    bench = json.loads((run / "03-benchmark" / "metrics.json").read_text())
+    assert {(r["export"], r["device"]) for r in bench["rows"]} == {
+        ("02-export/fp32", "host"), ("02-export/int8", "host"), ("02-export/fp32", rpi), ("02-export/int8", rpi)
+    }
+    for entry in bench["paths"]:
+        assert set(entry["accuracy"]) == {suite.HOST_XNNPACK, suite.HOST_BUILTIN, rpi}
+        assert all(a["examples"] == 24 and a["top1"] is not None for a in entry["accuracy"].values())
+    report = (run / "report.md").read_text()
+    assert "## Accuracy on every runtime path" in report
+    for export in ("02-export/fp32", "02-export/int8"):
+        assert f"`{export}` on digits test" in report
+    assert f"| {rpi} |" in report and f"host-xnnpack vs {rpi}" in report
+    assert (run / "03-benchmark" / f"latency_{rpi}.png").exists()
+
+
+def test_recipe_rejects_an_unknown_device(tmp_path):
+    from tests.tools.test_optimize_tool import run_tool, write_recipe
+
+    recipe = write_recipe(tmp_path / "bad.yaml", "train: {epochs: 1}", "export: {targets: [fp32]}",
+                          "benchmark: {devices: [host, pi9]}")  # fmt: skip
+    result = run_tool(f"--recipe={recipe}", f"--output_dir={tmp_path}", "--dry_run")
+    assert result.returncode == 2 and "stage 3 (benchmark): key 'devices': unknown device 'pi9'" in result.stderr
