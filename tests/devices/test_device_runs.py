@@ -170,3 +170,17 @@ def test_recipe_rejects_an_unknown_device(tmp_path):
                           "benchmark: {devices: [host, pi9]}")  # fmt: skip
     result = run_tool(f"--recipe={recipe}", f"--output_dir={tmp_path}", "--dry_run")
     assert result.returncode == 2 and "stage 3 (benchmark): key 'devices': unknown device 'pi9'" in result.stderr
+
+
+def test_keras_model_joins_the_path_comparison(export_target, tmp_path_factory):
+    from tests.export import artifacts
+
+    keras_path = artifacts.digits_model(tmp_path_factory)
+    result = suite.run([export_target("fp32")], runs=2, warmup=1, data="digits", limit=32, rss=False,
+                       keras_model=keras_path)  # fmt: skip
+    entry = result["paths"][0]
+    assert set(entry["accuracy"]) == {suite.HOST_XNNPACK, suite.HOST_BUILTIN, suite.KERAS}
+    keras_pair = next(p for p in entry["agreement"] if (p["a"], p["b"]) == (suite.HOST_XNNPACK, suite.KERAS))
+    assert keras_pair["top1_agreement"] == 1.0 and keras_pair["max_abs_diff"] < 1e-3
+    with pytest.raises(ValueError, match="cannot load"):
+        suite.run([export_target("fp32")], runs=1, warmup=0, rss=False, keras_model=tmp_path_factory.mktemp("k") / "no.keras")
