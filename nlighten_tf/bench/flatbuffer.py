@@ -307,6 +307,13 @@ class _Verifier:
             self.fail(f"{what}: vtable of {vsize} bytes is malformed or runs past the end of the file (truncated or corrupt)", vtable)
         if tsize < 4 or pos + tsize > self.size:
             self.fail(f"{what}: table of {tsize} bytes runs past the end of the file (truncated or corrupt)", pos)
+        # Every field, including those this module never reads (the object API reads them all),
+        # starts inside its table; readers check each field's width against the table as they go.
+        offsets = struct.unpack_from(f"<{(vsize - 4) // 2}H", self.raw, vtable + 4)
+        outside = [(i, o) for i, o in enumerate(offsets) if o and not 4 <= o < tsize]
+        if outside:
+            field, offset = outside[0]
+            self.fail(f"{what}: field {field} at byte {offset} lies outside its table of {tsize} bytes", pos)
         return _Table(self, pos, vtable, vsize, tsize, what)
 
 
@@ -641,6 +648,17 @@ def _check_operator(
         if options_type and options_type not in enum:
             verifier.fail(f"{label}: unknown builtin options type {options_type}")
         table = op.table(value_slot, "builtin options") if options_type else None
+        options_class = getattr(schema(), f"{enum.get(options_type)}T", None)
+        if table is not None and options_class is not None:
+            # Options tables hold vectors too (ReshapeOptions.new_shape, ...): reading the table
+            # with the object API bounds-checks every one of them.
+            try:
+                options_class.InitFromBuf(verifier.raw, table.pos)
+            except READ_ERRORS as error:
+                verifier.fail(
+                    f"{label}: {enum[options_type]} runs outside the file (truncated or corrupt; {type(error).__name__})",
+                    table.pos,
+                )  # fmt: skip
         if type_slot == 10:
             options = (enum.get(options_type), table)
     expected = _STRIDED_OPTIONS.get(op_type)
