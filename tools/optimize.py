@@ -5,7 +5,9 @@
 
 Each stage writes its model, metrics.json and TensorBoard logs under <output_dir>/<name>/NN-stage/
 (atomically), and the run's report.md is regenerated after every stage. --resume skips the
-completed stages. Ctrl-C leaves no half-written stage (exit status 130).
+completed stages, and reproduces what an uninterrupted run computes. Ctrl-C leaves no
+half-written stage (exit status 130). A second start on a run directory in use is refused
+(exit status 2) with the running process's PID and start time (docs/recipes.md).
 """
 
 from __future__ import annotations

@@ -57,7 +57,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
         ("model.options.depth_coefficient=.nan", "model: key 'options.depth_coefficient': must be a finite number"),
         ("model.options.head_filters=1.5", "model: key 'options.head_filters': expected an integer or null, got float 1.5"),
         ("model.options.dropout_rate=1.5", "model: key 'options.dropout_rate': must be from 0 to below 1, got 1.5"),
-        ("model.options.include_top=3", "model: key 'options.include_top': expected true/false, got int 3"),
     ],
 )  # fmt: skip
 def test_the_recipe_refuses(override, message):
