@@ -159,7 +159,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
                 f"{run_dir} is in use by a run in progress ({holder}); wait for it to end, stop it, or choose "
                 "another --output_dir or name (--override name=...)"
             ) from None
-        started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, started {started}\n".encode(), 0)
         yield
@@ -217,7 +217,10 @@ def run(
     log: Callable[[str], None] = print,
     verbose: int | None = None,
 ) -> RunResult:
-    """Executes the recipe's stages in order, skipping those complete (with `resume`)."""
+    """Executes the recipe's stages in order, skipping those complete (with `resume`).
+
+    Raises RunLocked when another process runs in the same directory, RunError when the
+    directory does not fit the request or a stage's training diverged (NaN/inf loss)."""
     run_dir = Path(output_dir) / recipe.name
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
