@@ -47,6 +47,11 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         return _fail(f"unexpected arguments {' '.join(argv[1:])}; use --recipe=PATH and --override=key=value")
     logging.set_verbosity(logging.WARNING)  # the converter's SavedModel chatter hides our output
+    if FLAGS.strategy == "multi_worker":
+        # Before TensorFlow runs any op: collective ops are configured only at start-up.
+        from nlighten_tf.optimize import training
+
+        training.get_strategy("multi_worker")
     from nlighten_tf.export import atomic
 
     try:

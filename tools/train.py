@@ -48,6 +48,11 @@ def _fail(message: object) -> int:
 def main(argv: list[str]) -> int:
     del argv
     logging.set_verbosity(logging.WARNING)
+    if FLAGS.strategy == "multi_worker":
+        # Before TensorFlow runs any op: collective ops are configured only at start-up.
+        from nlighten_tf.optimize import training
+
+        training.get_strategy("multi_worker")
     import tf_keras
 
     from nlighten_tf import data, models
@@ -82,6 +87,9 @@ def main(argv: list[str]) -> int:
         return _fail(error)
     print(f"training {FLAGS.model} ({models.count_params(model):,} parameters) on {FLAGS.data} "
           f"({info.num_examples:,} examples, {info.num_classes} classes) for {FLAGS.epochs:g} epochs")  # fmt: skip
+    if FLAGS.strategy != "default":
+        strategy = training.get_strategy(FLAGS.strategy)
+        print(f"strategy {FLAGS.strategy}: {strategy.num_replicas_in_sync} replicas in sync")
     start = time.time()
     try:
         model, history = training.fit(model, train, config, strategy=FLAGS.strategy)

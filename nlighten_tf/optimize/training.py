@@ -16,7 +16,10 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
+from nlighten_tf.keras_utils import copy_model
+
 STRATEGIES = ("default", "mirrored", "multi_worker")
+_multi_worker: tf.distribute.Strategy | None = None  # reads TF_CONFIG; see get_strategy
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine")
 # More epochs than this is a typo (1e308 overflowed the step arithmetic); 10,000 epochs of the
@@ -87,7 +90,12 @@ def get_strategy(strategy: str | tf.distribute.Strategy | None = None) -> tf.dis
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([d.name for d in devices])
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        # One per process, made before TensorFlow runs any op: collective ops can only be
+        # configured at program start-up, so tools call get_strategy first thing in main().
+        global _multi_worker
+        if _multi_worker is None:
+            _multi_worker = tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker
     raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
 
 
@@ -201,8 +209,16 @@ def fit(
         raise ValueError("compile_options must not set the optimizer: it comes from the TrainConfig")
     resolved = get_strategy(strategy)
     plan = plan_steps(config, train)
+    distributed = resolved is not tf.distribute.get_strategy()  # asked outside the scope
     with scope(resolved):
-        trained = prepare(model) if prepare else model
+        if prepare:
+            trained = prepare(model)
+        elif distributed:
+            # A distributed strategy trains only variables made under its scope; the model was
+            # built outside it (by the tool or the previous stage): train a copy made inside.
+            trained = copy_model(model)
+        else:
+            trained = model
         if compile_options is None:
             compile_classifier(trained, config, plan.total, one_hot=has_one_hot_labels(train))
         else:
