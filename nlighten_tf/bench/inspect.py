@@ -1,7 +1,7 @@
 """What is inside a `.tflite`: ops, weights (dtype, sparsity, clusters, sparse storage), which
 ops XNNPACK takes, and whether XNNPACK's sparse inference can run the graph.
 
-The eligibility rules are those of reference.md ("XNNPACK sparse inference"), taken from
+The eligibility rules are those of docs/facts.md ("XNNPACK sparse inference"), taken from
 XNNPACK's subgraph analysis: an fp32/fp16 graph with sparse-stored (DENSIFY) weights whose
 sparse subgraph starts with a 3x3 stride-2 CONV_2D over 3 channels padded 1 on each side,
 holds only 1x1 CONV_2D without padding (>= 2/3 zeros across them), 3x3/5x5 DEPTHWISE_CONV_2D
@@ -39,7 +39,7 @@ SPARSE_UNARY = frozenset(
 )  # fmt: skip
 # Ops that only carry weights into compute ops (sparse storage, fp16 weights).
 WEIGHT_PLUMBING = frozenset({"DENSIFY", "DEQUANTIZE"})
-MIN_SPARSE_FRACTION = 2 / 3  # of 1x1 convolution weights, across the subgraph (reference.md)
+MIN_SPARSE_FRACTION = 2 / 3  # of 1x1 convolution weights, across the subgraph (docs/facts.md)
 SPARSE_READY_HINT = "build with sparse_ready=True (explicit ZeroPadding2D(1) + 'valid')"
 
 # Weight layout per consumer: which axis is the output channel (per-channel quantization axis).
@@ -383,7 +383,7 @@ def _io(graph: Graph, tensor_indices: Any) -> list[dict[str, Any]]:
 
 
 def known_runtime_faults(graph: Graph) -> list[str]:
-    """Graph features that a shipped runtime is known to reject (reference.md)."""
+    """Graph features that a shipped runtime is known to reject (docs/facts.md)."""
     warnings = []
     for index, op_type in enumerate(graph.op_types):
         if op_type != "FULLY_CONNECTED":

@@ -4,7 +4,7 @@ Order: `ai_edge_litert` (the current LiteRT wheel), `tflite_runtime` (what older
 images ship), `tensorflow` (`tf.lite.Interpreter`, last: it drags in all of TensorFlow).
 XNNPACK is the default delegate of all three; "off" uses the builtin kernels only.
 
-Known fault handled here (reference.md): ai-edge-litert 2.3's XNNPACK cannot prepare an int8
+Known fault handled here (docs/facts.md, "Measured on this project's machines"): ai-edge-litert 2.3's XNNPACK cannot prepare an int8
 FULLY_CONNECTED with sparse weights ("failed to delegate FULLY_CONNECTED node"). `load` does
 not crash on it: it retries with the next interpreter, then without XNNPACK, and records why
 in `Loaded.fallback`. This module imports no TensorFlow unless that runtime is used.

@@ -1,7 +1,7 @@
 """Offline Edge TPU compatibility: which ops of a `.tflite` the Edge TPU compiler will map,
 predicted op by op from Coral's documented requirements, without the compiler.
 
-The rules (reference.md, "Edge TPU (Coral) compiler rules", checked against Coral's published op
+The rules (docs/facts.md, "Edge TPU (Coral) compiler rules", checked against Coral's published op
 table at coral.ai/docs/edgetpu/models-intro):
 
 - every tensor int8/uint8 quantized; float input/output only through a QUANTIZE/DEQUANTIZE at the
@@ -37,7 +37,7 @@ NEAR_FULL = 0.9  # of SRAM_BYTES: the compiler also keeps instructions on chip, 
 FIX = "export with target edgetpu (full-integer int8, dense, uint8 input/output)"
 
 # Coral's op table: TFLite builtin -> its documented limitation ("" when none). HARD_SWISH is on
-# reference.md's list ("in recent compilers") but not in Coral's published table.
+# docs/facts.md's list ("in recent compilers") but not in Coral's published table.
 SUPPORTED_OPS: dict[str, str] = {
     "ADD": "",
     "AVERAGE_POOL_2D": "No fused activation function.",
@@ -48,7 +48,7 @@ SUPPORTED_OPS: dict[str, str] = {
     "EXPAND_DIMS": "",
     "FULLY_CONNECTED": "Only the default format is supported for fully-connected weights. Output tensor is "
     "one-dimensional.",
-    "HARD_SWISH": "On reference.md's list for recent compilers; not in Coral's published table.",
+    "HARD_SWISH": "On docs/facts.md's list for recent compilers; not in Coral's published table.",
     "L2_NORMALIZATION": "",
     "LOGISTIC": "",
     "MAXIMUM": "",

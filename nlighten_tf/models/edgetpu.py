@@ -19,7 +19,7 @@ EDGETPU_BLOCKS: tuple[BlockArgs, ...] = (
     BlockArgs(2, 5, 2, 8, 144, 192),
 )
 
-# (width, depth, resolution, dropout); published figures from the EdgeTPU README (reference.md).
+# (width, depth, resolution, dropout); published figures from the EdgeTPU README (docs/facts.md).
 _VARIANTS = {
     "s": ((1.0, 1.0, 224, 0.2), 5.44e6, 77.26),
     "m": ((1.0, 1.1, 240, 0.2), 6.90e6, 78.74),

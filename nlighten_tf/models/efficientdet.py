@@ -128,7 +128,7 @@ def _lite(index, size, filters, cells, repeats, anchors, params, ap):
 
 
 # (backbone, image size, BiFPN width, BiFPN cells, head repeats) from automl hparams_config;
-# published params/MAdds: EfficientDet paper Table 2 and the automl README (reference.md).
+# published params/MAdds: EfficientDet paper Table 2 and the automl README (docs/facts.md).
 VARIANTS: dict[str, _Variant] = {
     v.config.name: v
     for v in (

@@ -99,7 +99,7 @@ def strided_conv(
 
     With sparse_ready, a stride-2 KxK conv gets an explicit symmetric ZeroPadding2D: Keras'
     'same' pads (0, 1) on even inputs, which XNNPACK's sparse subgraph rules reject
-    (reference.md, XNNPACK sparse inference).
+    (docs/facts.md, "XNNPACK sparse inference").
     """
     if needs_explicit_padding(kernel, stride, sparse_ready):
         x = layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x)
@@ -352,7 +352,7 @@ def register_variant(
 
 # (width, depth, resolution, dropout) from efficientnet_builder.efficientnet_params and
 # efficientnet_lite_builder.efficientnet_lite_params. Published figures: the EfficientNet
-# paper (Tan & Le 2019, Table 2) and the EfficientNet-Lite README (reference.md).
+# paper (Tan & Le 2019, Table 2) and the EfficientNet-Lite README (docs/facts.md).
 _B_VARIANTS = {
     "b0": ((1.0, 1.0, 224, 0.2), 5.3e6, 0.39e9, 77.3),
     "b1": ((1.0, 1.1, 240, 0.2), 7.8e6, 0.70e9, 79.2),

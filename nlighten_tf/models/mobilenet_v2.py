@@ -2,7 +2,7 @@
 
 Same topology as Keras applications' MobileNetV2 but with BatchNorm momentum 0.99 (Keras
 uses 0.999, whose moving statistics stay near their initial values in short CPU trainings
-and collapse evaluation to chance; reference.md) and, with sparse_ready, symmetric
+and collapse evaluation to chance; docs/facts.md, "Measured on this project's machines") and, with sparse_ready, symmetric
 ZeroPadding2D + 'valid' on stride-2 convs so the TFLite graph meets XNNPACK's sparse rules.
 """
 

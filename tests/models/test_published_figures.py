@@ -1,4 +1,4 @@
-"""Parameter and MAdds counts of the built graphs against the published figures (reference.md)."""
+"""Parameter and MAdds counts of the built graphs against the published figures (docs/facts.md)."""
 
 import pytest
 import tf_keras
