@@ -67,7 +67,10 @@ def test_tiny_transfer_run_loss_falls(tmp_path):
         "transfer: {head_epochs: 1, head_learning_rate: 3e-3, unfreeze_top_blocks: 9, fine_tune_epochs: 2, "
         "fine_tune_learning_rate: 3e-3}",
     ), "t.yaml")  # fmt: skip
-    recipe.data.train_limit, recipe.data.eval_limit = 512, 128
+    # 1,024 images (16 steps an epoch): over seeds 0/1/2 and TF_ENABLE_ONEDNN_OPTS=0 the loss
+    # ratio was 0.42-0.65 and the accuracy 0.42-0.78; with 512 it was 0.65-0.86 and 0.27-0.55,
+    # so the bounds below held or failed by the seed.
+    recipe.data.train_limit, recipe.data.eval_limit = 1024, 128
     runner.run(recipe, tmp_path, log=lambda line: None, verbose=0)
     stage = tmp_path / "tiny_transfer" / "01-transfer"
     metrics = json.loads((stage / "metrics.json").read_text())

@@ -1,0 +1,73 @@
+"""Every script behind a published ratio or size in docs/benchmarks.md runs end to end at tiny
+settings and writes its JSON and markdown, so none can rot between the runs that regenerate
+the tables (the figures themselves come from the scripts' full settings, not from here)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nlighten_tf.models import weights
+from tests.models.checkpoints import require_checkpoint
+from tests.tools.test_optimize_tool import REPO
+
+
+def run_script(name, *args, env=None, timeout=900):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / name), *map(str, args)],
+        capture_output=True, text=True, cwd=REPO, timeout=timeout, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+    return result
+
+
+def results(output_dir, stem):
+    assert (output_dir / f"{stem}.md").read_text().strip()
+    return json.loads((output_dir / f"{stem}.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def imagenet_home(tmp_path_factory):
+    """NLIGHTEN_TF_HOME holding the ImageNet Lite0 weights converted from the checkpoint package."""
+    require_checkpoint("efficientnet_lite0")
+    home = tmp_path_factory.mktemp("nlighten_home")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "import_weights.py"), "--model=efficientnet_lite0"],
+        capture_output=True, text=True, cwd=REPO, timeout=600, env={**os.environ, weights.HOME_ENV: str(home)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {weights.HOME_ENV: str(home)}
+
+
+@pytest.mark.slow
+def test_xnnpack_sparse_script(tmp_path):
+    run_script("xnnpack_sparse.py", "--models=mobilenet_v2", "--sparsities=0.9", "--threads=1", "--repetitions=1",
+               "--runs=2", "--warmup=1", "--input_size=32", "--devices=", f"--output_dir={tmp_path}")  # fmt: skip
+    payload = results(tmp_path, "xnnpack_sparse")
+    assert "mobilenet_v2" in json.dumps(payload)
+
+
+@pytest.mark.slow
+def test_channel_pruning_script(tmp_path):
+    run_script("channel_pruning.py", "--models=mobilenet_v2", "--input_size=32", "--targets=fp32,int8",
+               "--repetitions=1", "--runs=2", "--warmup=1", f"--output_dir={tmp_path}")  # fmt: skip
+    payload = results(tmp_path, "channel_pruning")
+    assert "mobilenet_v2" in json.dumps(payload)
+
+
+@pytest.mark.slow
+def test_compression_script(tmp_path, imagenet_home):
+    run_script("compression.py", "--calibration_samples=4", f"--output_dir={tmp_path}", env=imagenet_home)
+    payload = results(tmp_path, "compression")
+    assert payload["rows"] and payload["weights"] == "imagenet"
+
+
+@pytest.mark.slow
+def test_transfer_pruned_script(tmp_path, imagenet_home):
+    run_script("transfer_pruned.py", "--sparsities=0,0.5", "--image_size=32", "--train_examples=64",
+               "--test_examples=64", "--batch_size=32", "--head_epochs=0.5", "--fine_tune_epochs=0.5", "--nogradual",
+               f"--output_dir={tmp_path}", env=imagenet_home)  # fmt: skip
+    payload = results(tmp_path, "transfer_pruned")
+    assert "0.5" in json.dumps(payload)
