@@ -42,8 +42,19 @@ def _table_rows(rows: Sequence[dict[str, Any]], renames: dict[str, str]) -> list
     return out
 
 
+def _scored_on(metrics: Sequence[dict[str, Any]], eval_split: str) -> str:
+    """Where the stage figures come from, e.g. "the validation split `train[90%:]`"."""
+    splits = {m["scored_on"] for m in metrics if m.get("scored_on")}
+    if len(splits) != 1:
+        return "the evaluation split"
+    split = splits.pop()
+    if split == eval_split:
+        return f"the evaluation split `{split}`, no validation split"
+    return f"the validation split `{split}`"
+
+
 def stage_rows(metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per completed stage that holds a model (accuracy on the evaluation split)."""
+    """One row per completed stage that holds a model (accuracy on the split stages are scored on)."""
     rows = []
     for m in metrics:
         if m.get("accuracy") is None and m.get("map_50") is None:
@@ -104,7 +115,7 @@ def markdown(recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], tot
         f"Model `{recipe_dict['model']['name']}` on `{recipe_dict['data']['spec']}` at {recipe_dict['data']['image_size']}px; "
         f"{done} of {total} stages complete. The recipe as run: `resolved_recipe.yaml`.",
         "",
-        "## Stages (Keras model on the evaluation split"
+        f"## Stages (Keras model on {_scored_on(metrics, recipe_dict['data']['eval_split'])}"
         + (": COCO mAP, keras-cv NMS)" if detector else ")"),
         "",
         markdown_table(

@@ -246,11 +246,18 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, strategy: str | Non
     from nlighten_tf.recipes import report, stages
 
     train, evaluation, info, scheme = stages.data_for(recipe)
+    train_split, scored_split = stages.splits(recipe)
     log(f"run {run_dir}: {recipe.model.name} on {recipe.data.spec} ({info.num_examples:,} training examples, "
         f"{info.num_classes} classes, {recipe.data.image_size}px), {len(recipe.stages)} stages")  # fmt: skip
+    if scored_split == recipe.data.eval_split:
+        log(f"note: no validation split: stage figures and choices (keep: best) use eval_split {scored_split!r}")
+    else:
+        log(f"data: training on {train_split!r}; stages scored and chosen on {scored_split!r}; "
+            f"exported files measured on {recipe.data.eval_split!r}")  # fmt: skip
     ctx = stages.Context(
         recipe=recipe, run_dir=run_dir, train=train, eval=evaluation, class_names=info.class_names, scheme=scheme,
         strategy=strategy, verbose=keras_verbosity() if verbose is None else verbose, log=log,
+        scored_split=scored_split,
     )  # fmt: skip
     if info.box_format is not None:
         ctx.task, ctx.anchors, ctx.box_format = "detection", stages.detection_anchors(recipe), info.box_format
@@ -393,7 +400,7 @@ def one_line(m: dict[str, Any]) -> str:
 
 def check_inputs(recipe: Recipe) -> None:
     """What a run reads before it trains, checked without training (for --dry_run and before a
-    run): the data source (folder, files, TFDS preparation) and both split names, and the
+    run): the data source (folder, files, TFDS preparation) and its split names, and the
     model's and a distillation teacher's weights files. RecipeError naming the key otherwise."""
     from nlighten_tf import data
     from nlighten_tf.data.detection import is_detection_spec
@@ -403,8 +410,10 @@ def check_inputs(recipe: Recipe) -> None:
     source = recipe.source
     spec = recipe.data
     if not is_detection_spec(spec.spec):  # detection sets are opened by their own loader
-        for key in ("train_split", "eval_split"):
-            split = getattr(spec, key)
+        checks = [("train_split", spec.train_split), ("eval_split", spec.eval_split)]
+        if isinstance(spec.validation, str) and spec.validation.lower() not in ("auto", "none"):
+            checks.insert(1, ("validation", spec.validation))  # a carved fraction is part of train_split
+        for key, split in checks:
             try:
                 open_raw(spec.spec, split, data_dir=spec.data_dir, limit=1)
             except data.DataError as error:

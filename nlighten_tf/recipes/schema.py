@@ -117,6 +117,13 @@ class DataSpec:
     augment: Any = None  # nlighten_tf.data augment: None, "basic", "flip,crop", {"mixup": {...}} ...
     train_limit: int | None = None
     eval_limit: int | None = None
+    # Held-out data for every choice and stage figure a run makes (Keras accuracy per stage,
+    # lottery keep: best), so that eval_split (the test split) is only reported, never tuned on:
+    # "auto" = the source's own "validation" split if it has one, else the last 10% of a plain
+    # train_split; a fraction in (0, 0.5] (whole percent) carves that much off the end of a
+    # plain train_split; any other string is a split used as given; "none" = no validation
+    # split (stage figures then come from eval_split, and the run says so).
+    validation: float | str = "auto"
     data_dir: str | None = None
     cache: bool = True  # keep decoded images in memory (small data sets)
 
@@ -282,7 +289,6 @@ class BenchmarkStage:
     devices: list[str] = dataclasses.field(default_factory=lambda: ["host"])
     device_limit: int = 1000
     device_runs: int = 5
-
 
 
 @dataclasses.dataclass
@@ -960,6 +966,7 @@ def _check_data(where: str, spec: DataSpec) -> None:
         value = getattr(spec, key)
         if value is not None and value < 1:
             raise RecipeError(f"{where}: key {key!r}: must be >= 1 or null (all), got {value}")
+    _check_validation(where, spec)
     if spec.augment is not None and spec.augment is not False:
         if not isinstance(spec.augment, str | Mapping):
             raise RecipeError(f"{where}: key 'augment': expected a string, a mapping or null, got {_describe(spec.augment)}")
@@ -969,6 +976,32 @@ def _check_data(where: str, spec: DataSpec) -> None:
             raise RecipeError(f"{where}: key 'augment': {error}") from None
     elif spec.augment is False:
         spec.augment = None
+
+
+def is_plain_split(split: str) -> bool:
+    """A split name without slicing or concatenation (``train``, not ``train[:85%]``)."""
+    return not any(c in split for c in "[]+")
+
+
+def _check_validation(where: str, spec: DataSpec) -> None:
+    value = spec.validation
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise RecipeError(f"{where}: key 'validation': expected auto, none, a fraction or a split, got {_describe(value)}")
+    if isinstance(value, str):
+        if not value.strip():
+            raise RecipeError(f"{where}: key 'validation': empty split; use auto, none, a fraction or a split name")
+        return
+    percent = 100 * value
+    if not 0 < value <= 0.5 or abs(percent - round(percent)) > 1e-9:
+        raise RecipeError(
+            f"{where}: key 'validation': a fraction must be a whole percent in (0, 0.5], got {value!r}"
+        )
+    if not is_plain_split(spec.train_split):
+        raise RecipeError(
+            f"{where}: key 'validation': a fraction is carved off a plain train_split, not "
+            f"{spec.train_split!r}: give the validation split itself, e.g. validation: 'train[75%:85%]' "
+            f"with train_split: 'train[:75%]'"
+        )
 
 
 def load(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:

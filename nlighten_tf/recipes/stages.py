@@ -44,6 +44,7 @@ class Context:
     # The model's registry task. Detectors: `train` yields per-anchor targets, `eval` keras-cv
     # box dicts in `box_format`, scored as COCO mAP; `anchors` are what the outputs refer to.
     task: str = "classification"
+    scored_split: str = ""  # the split `eval` holds: validation, or eval_split when there is none
     anchors: np.ndarray | None = None
     box_format: str | None = None
 
@@ -501,7 +502,8 @@ EXECUTORS: dict[str, Callable[[Stage, Context, Path], Outcome]] = {
 
 
 def model_metrics(model: tf_keras.Model, ctx: Context) -> dict[str, Any]:
-    """Accuracy on the evaluation split and what the kernels carry (sparsity, clusters)."""
+    """Accuracy on the split stages are scored on (validation) and what the kernels carry
+    (sparsity, clusters)."""
     from nlighten_tf.keras_utils import unwrap
 
     if ctx.task == "detection":
@@ -513,6 +515,7 @@ def model_metrics(model: tf_keras.Model, ctx: Context) -> dict[str, Any]:
     else:
         results = training.evaluate(model, ctx.eval)
         quality = {"accuracy": results.get("accuracy"), "top5": results.get("top5"), "loss": results.get("loss")}
+    quality["scored_on"] = ctx.scored_split
     prunable = {
         unwrap(layer).name for layer in model.layers
         if not isinstance(unwrap(layer), tf_keras.layers.DepthwiseConv2D)
@@ -565,21 +568,55 @@ def detection_anchors(recipe: Recipe) -> np.ndarray:
     return efficientdet.anchors(recipe.data.image_size, recipe.model.name)
 
 
-def data_for(recipe: Recipe) -> tuple[tf.data.Dataset, tf.data.Dataset, data.DatasetInfo, str]:
-    """(train, eval, train info, scheme) for the recipe's data and model."""
+AUTO_VALIDATION_FRACTION = 0.1  # validation: auto carves this much of a plain train_split
+
+
+def splits(recipe: Recipe) -> tuple[str, str]:
+    """(training split, split every stage figure and choice is made on) after `data.validation`:
+    the second is the validation split, or `eval_split` when there is none."""
     spec = recipe.data
+    value = spec.validation
+    if isinstance(value, str) and value.lower() == "none":
+        return spec.train_split, spec.eval_split
+    if isinstance(value, str) and value.lower() != "auto":
+        return spec.train_split, value
+    if value == "auto":
+        if _has_split(recipe, "validation"):
+            return spec.train_split, "validation"
+        if not schema.is_plain_split(spec.train_split):  # already sliced: nothing to carve safely
+            return spec.train_split, spec.eval_split
+        value = AUTO_VALIDATION_FRACTION
+    kept = round(100 * (1 - float(value)))
+    return f"{spec.train_split}[:{kept}%]", f"{spec.train_split}[{kept}%:]"
+
+
+def _has_split(recipe: Recipe, name: str) -> bool:
+    """Whether the data source has a split of that name (not merely an alias of another)."""
+    try:
+        _, info = data.load(recipe.data.spec, name, image_size=recipe.data.image_size, batch_size=1, limit=1,
+                            model=recipe.model.name, data_dir=recipe.data.data_dir, cache=False)  # fmt: skip
+    except (data.DataError, ValueError):
+        return False
+    return info.split in ("validation", "val")
+
+
+def data_for(recipe: Recipe) -> tuple[tf.data.Dataset, tf.data.Dataset, data.DatasetInfo, str]:
+    """(train, the split stages are scored on, train info, scheme) for the recipe's data and model.
+    Stages are scored on the validation split (`splits`); only exports are measured on eval_split."""
+    spec = recipe.data
+    train_split, scored_split = splits(recipe)
     common = dict(image_size=spec.image_size, batch_size=spec.batch_size, model=recipe.model.name,
                   data_dir=spec.data_dir, cache=spec.cache)  # fmt: skip
-    train, info = data.load(spec.spec, spec.train_split, augment=spec.augment, seed=recipe.seed,
+    train, info = data.load(spec.spec, train_split, augment=spec.augment, seed=recipe.seed,
                             limit=spec.train_limit, **common)  # fmt: skip
-    evaluation, eval_info = data.load(spec.spec, spec.eval_split, limit=spec.eval_limit, **common)
+    evaluation, eval_info = data.load(spec.spec, scored_split, limit=spec.eval_limit, **common)
     if info.box_format is not None:  # detection: per-anchor targets for fit, box dicts for mAP
         from nlighten_tf.models import detection
 
         train = detection.training_dataset(train, detection_anchors(recipe), info.box_format)
     if eval_info.num_classes != info.num_classes:
         raise data.DataError(
-            f"{spec.spec}: split {spec.eval_split!r} has {eval_info.num_classes} classes but {spec.train_split!r} "
+            f"{spec.spec}: split {scored_split!r} has {eval_info.num_classes} classes but {train_split!r} "
             f"has {info.num_classes}"
         )
     return train, evaluation, info, info.preprocessing or data.resolve_scheme(model=recipe.model.name)
