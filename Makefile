@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint data-packages convert-packages device-rpi clean
+.PHONY: demo test lint data-packages convert-packages device-rpi mediapipe-packages clean
 
 # Debian's python3.11 cannot create a venv (no ensurepip) until python3.11-venv is installed:
 # as root install it and retry, otherwise say in one line what to install.
@@ -66,8 +66,19 @@ device-rpi: $(STAMP)
 	@$(PY) -m nlighten_tf.bench.devices build rpi-aarch64 || \
 	echo "note: could not build the emulated Raspberry Pi (reason above); device tests will skip (fail under CI)"
 
+# MediaPipe Tasks, the Android apps' client, for tests/export/test_mediapipe.py. Not in setup.cfg:
+# pip cannot resolve mediapipe 1.2.2 (absl-py~=2.3) together with tensorflow-model-optimization
+# 0.8.1 (absl-py~=1.2); installed afterwards it moves absl-py to 2.x, which TFMOT's library code
+# does not import (docs/deployment.md, "Android apps: MediaPipe Tasks"). Always run: pip is a
+# no-op when it is in place, and puts absl-py 2.x back if a reinstall of '.[dev]' downgraded it.
+MEDIAPIPE_SPEC := mediapipe==1.2.2
+mediapipe-packages: $(STAMP)
+	@$(PY) -m pip install --quiet '$(MEDIAPIPE_SPEC)' 2>&1 | grep -v -e "absl-py~=1.2, but you have absl-py 2" -e "resolver does not currently take into account" || true
+	@$(PY) -c "import mediapipe.tasks.python.vision" 2>/dev/null || \
+	echo "note: could not install $(MEDIAPIPE_SPEC) (pip's error above); MediaPipe tests will skip (and fail under CI)"
+
 # -rs prints every skip's reason; under CI (CI set) a skip fails instead (tests/conftest.py).
-test: data-packages $(STAMP) convert-packages device-rpi
+test: data-packages $(STAMP) convert-packages device-rpi mediapipe-packages
 	$(PY) -m pytest -n 2 --durations=15 -q -rs
 
 lint: $(STAMP)

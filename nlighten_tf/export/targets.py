@@ -28,10 +28,29 @@ TARGETS: dict[str, Target] = {
         Target("int8", "full-integer int8, int8 input/output", "full", "int8", False),
         Target("int8_float_io", "full-integer int8, float32 input/output", "full", "float32", False),
         Target("int8_sparse", "full-integer int8 with weights stored sparse, int8 input/output", "full", "int8", True),
+        # The same int8 sparse graph with QUANTIZE/DEQUANTIZE at its ends: the smallest file an
+        # Android app can load with MediaPipe Tasks or the Task Library (neither takes int8 input).
+        Target(
+            "int8_sparse_float_io", "full-integer int8 with weights stored sparse, float32 input/output (MediaPipe)",
+            "full", "float32", True,
+        ),
         # The Edge TPU compiler wants every op int8 and no DENSIFY; Coral's examples feed uint8.
         Target("edgetpu", "full-integer int8, dense, uint8 input/output for edgetpu_compiler", "full", "uint8", False),
     )
 }
+
+
+# Input tensor types MediaPipe Tasks' ImageClassifier and ObjectDetector accept (mediapipe 1.2.2
+# refuses others at load: "Type mismatch for input tensor ... Requested one of these types:
+# uint8/float32, got INT8"); uint8 and float32 outputs are read (uint8 dequantized).
+MEDIAPIPE_TYPES = ("uint8", "float32")
+
+
+def mediapipe_loads(target: str | Target, io_type: str | None = None) -> bool:
+    """Whether MediaPipe Tasks can load this target's file (its input/output dtype, or the
+    `io_type` override of a full-integer target)."""
+    target = get_target(target) if isinstance(target, str) else target
+    return (io_type or target.io_type) in MEDIAPIPE_TYPES
 
 
 def get_target(name: str) -> Target:

@@ -112,7 +112,7 @@ def convert(
     if qat and target.quantization != "full":
         raise ExportError(
             f"the model carries QAT quantize wrappers, which only convert to full-integer targets "
-            f"(int8, int8_float_io, int8_sparse, edgetpu), not {target.name}: export the float model "
+            f"(int8, int8_float_io, int8_sparse, int8_sparse_float_io, edgetpu), not {target.name}: export the float model "
             "(before quantize_model) for float targets"
         )
     # QAT models too: TF 2.21's converter refuses full-integer conversion without a
@@ -144,7 +144,54 @@ def convert(
         flatbuffer = converter.convert()
     except Exception as error:
         raise ExportError(f"TFLite conversion to {target.name} failed: {' '.join(str(error).split())[:2000]}") from error
-    return bytes(flatbuffer), notes
+    flatbuffer = bytes(flatbuffer)
+    if target.sparse and target.quantization == "full" and io == "float32":
+        # The float-I/O sparse target is for MediaPipe Tasks, whose CPU path is XNNPACK with no
+        # fallback: XNNPACK fails to prepare an int8 FULLY_CONNECTED whose weights come from
+        # DENSIFY, and the app cannot load the file at all. Store those weights dense.
+        flatbuffer, densified = densify_int8_fully_connected(flatbuffer)
+        if densified:
+            notes.append(f"int8 FULLY_CONNECTED weights stored dense ({', '.join(densified)}): XNNPACK, MediaPipe's "
+                         "CPU path, cannot prepare them sparse")  # fmt: skip
+    return flatbuffer, notes
+
+
+def densify_int8_fully_connected(tflite: bytes) -> tuple[bytes, list[str]]:
+    """Replaces every DENSIFY feeding int8 weights to a FULLY_CONNECTED by the dense weights
+    (same int8 values, quantization and tensor): (new flatbuffer, names of the weights changed).
+    Other ops keep their sparse weights."""
+    import flatbuffers
+
+    from nlighten_tf.bench import flatbuffer as flatbuffer_lib
+
+    graph = flatbuffer_lib.parse(tflite)
+    fb = flatbuffer_lib.schema()
+    removed, names = set(), []
+    for index, op_type in enumerate(graph.op_types):
+        if op_type != "FULLY_CONNECTED":
+            continue
+        weights = int(graph.operators[index].inputs[1])
+        producer = graph.producer(weights)
+        if producer is None or graph.op_types[producer] != "DENSIFY" or len(graph.consumers(weights)) != 1:
+            continue
+        source = int(graph.operators[producer].inputs[0])
+        if flatbuffer_lib.dtype_name(graph.tensors[source].type) != "int8":
+            continue
+        buffer = fb.BufferT()
+        buffer.data = np.frombuffer(graph.values(source).astype(np.int8).tobytes(), np.uint8)
+        graph.model.buffers.append(buffer)
+        # DENSIFY's output tensor (shape, type, quantization of the weights) becomes the constant.
+        graph.tensors[weights].buffer = len(graph.model.buffers) - 1
+        graph.model.buffers[graph.tensors[source].buffer].data = None  # the sparse copy, now unused
+        graph.tensors[source].sparsity = None
+        removed.add(producer)
+        names.append(graph.tensor_name(weights))
+    if not removed:
+        return tflite, []
+    graph.subgraph.operators = [op for i, op in enumerate(graph.operators) if i not in removed]
+    builder = flatbuffers.Builder(len(tflite) + 1024)
+    builder.Finish(graph.model.Pack(builder), flatbuffer_lib.TFLITE_IDENTIFIER)
+    return bytes(builder.Output()), names
 
 
 def serving_function(model: tf_keras.Model) -> Any:

@@ -89,6 +89,33 @@ def export_rows(metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return exports
 
 
+def android_lines(exports: Sequence[dict[str, Any]]) -> list[str]:
+    """The report section saying which exported files an Android app can load with MediaPipe
+    Tasks (each file's input/output types and metadata, `nlighten_tf.export.clients`)."""
+    checked = [e for e in exports if e.get("mediapipe")]
+    if not checked:
+        return []
+    usable = [e for e in checked if e["mediapipe"]["loads"]]
+    lines = [
+        "", "## Android apps (MediaPipe Tasks)", "",
+        "Checked on each file: MediaPipe Tasks (`mediapipe` 1.2.2, `ImageClassifier` / `ObjectDetector`) takes "
+        "uint8 or float32 input and output and needs the normalisation metadata for float32 input. "
+        + (f"Files an app can use: {', '.join('`' + e['file'] + '`' for e in usable)}." if usable
+           else "**No file here loads in MediaPipe Tasks**: export an `int8_float_io` or `int8_sparse_float_io` target."),
+        "",
+    ]  # fmt: skip
+    for e in checked:
+        verdict = e["mediapipe"]
+        lines.append(f"- `{e['file']}`: {'yes' if verdict['loads'] else 'no'} ({verdict['task']}): {verdict['reason']}")
+    if usable:
+        lines += [
+            "", "MediaPipe needs an RGB image (a grayscale one fails) and squashes the whole image to the input "
+            "size without a centre crop: crop and resize in the app as the evaluation here does (docs/deployment.md, "
+            "\"Android apps: MediaPipe Tasks\").",
+        ]  # fmt: skip
+    return lines
+
+
 def summary(recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], complete: bool) -> dict[str, Any]:
     return {
         "name": recipe_dict["name"], "complete": complete, "recipe": recipe_dict,
@@ -141,6 +168,7 @@ def markdown(recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], tot
             }), export_columns),  # fmt: skip
         ]
     lines += device_path_lines(metrics)
+    lines += android_lines(exports)
     edgetpu = [m for m in metrics if m.get("edgetpu")]
     if edgetpu:
         lines += ["", "## Edge TPU", ""]

@@ -299,14 +299,16 @@ DETECTOR_TARGETS = {"int8": "int8", "fp32": "float32", "edgetpu": "int8"}  # tar
 
 
 def _file_entry(ctx: Context, stage: Stage, target_name: str, path: Path, notes: list[str]) -> dict[str, Any]:
-    """What every exported file's report entry holds: names, sizes, what the file stores."""
+    """What every exported file's report entry holds: names, sizes, what the file stores, and
+    whether an Android app can load it with MediaPipe Tasks (input/output types, metadata)."""
     from nlighten_tf.bench import suite
+    from nlighten_tf.export import clients
 
     raw = path.read_bytes()
     return {
         "name": f"{stage.dirname}/{target_name}", "target": target_name, "file": f"{stage.dirname}/{path.name}",
         "source_stage": ctx.model_stage, "size_bytes": len(raw), "gzip_bytes": suite.gzip_size(raw),
-        "notes": notes, **file_weight_stats(path),
+        "notes": notes, **file_weight_stats(path), "mediapipe": clients.mediapipe(raw).as_dict(),
     }  # fmt: skip
 
 
@@ -387,7 +389,9 @@ def run_export(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
                                                evaluate=config.evaluate, runtime=config.runtime))  # fmt: skip
         return Outcome(metrics={"exports": exports}, exports=exports, summary=", ".join(config.targets))
     for name in config.targets:
-        io_type = config.io_type if targets.get_target(name).quantization == "full" else None
+        target = targets.get_target(name)
+        # io_type overrides int8 I/O (e.g. uint8 for Coral); a *_float_io target keeps float I/O.
+        io_type = config.io_type if target.quantization == "full" and target.io_type != "float32" else None
         if name == "edgetpu" and io_type is None:
             io_type = "uint8"
         exports.append(export_one(ctx, stage, workdir, name, calibration=calibration, io_type=io_type,

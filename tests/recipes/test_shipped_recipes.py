@@ -31,4 +31,4 @@ def test_quickstart_is_the_documented_main_job():
     recipe = schema.load(RECIPES[0].parent / "quickstart.yaml")
     assert recipe.data.spec == "fashion_mnist" and recipe.model.name == "efficientnet_lite0"
     assert [s.type for s in recipe.stages] == ["train", "export", "channel_prune", "prune", "cluster", "qat", "export", "benchmark"]
-    assert recipe.stages[-2].config.targets == ["int8_sparse"]
+    assert recipe.stages[-2].config.targets == ["int8_sparse", "int8_sparse_float_io"]
