@@ -379,3 +379,45 @@ def test_recipe_report_names_the_files_an_android_app_can_use(tmp_path):
             assert names == ours.labels
             assert np.argmax(theirs) == np.argmax(ours.scores(image))
             np.testing.assert_allclose(theirs, ours.scores(image), atol=1e-4)
+
+
+# --- ImageNet EfficientNet-Lite0 ----------------------------------------------------------
+
+IMAGENET_PHOTOS = {"chelsea": range(281, 286), "coffee": (967, 968)}  # tabby..Egyptian cat; espresso, cup
+
+
+@pytest.mark.slow
+def test_imagenet_lite0_fp32_and_int8_float_io_in_mediapipe(tmp_path, monkeypatch):
+    """The published Lite0 (ImageNet weights) exported at 224 px: MediaPipe names the cat and
+    the espresso as our interpreter does, from the app-cropped photo and from the whole photo."""
+    from nlighten_tf import models
+    from nlighten_tf.data.preprocessing import center_crop_and_resize
+    from nlighten_tf.export import tflite
+    from nlighten_tf.models import weights
+    from tests.models.checkpoints import require_checkpoint
+
+    require_checkpoint("efficientnet_lite0")
+    monkeypatch.setenv(weights.HOME_ENV, str(tmp_path / "home"))  # never the user's cache
+    weights.convert("efficientnet_lite0")
+    model = models.build("efficientnet_lite0", weights="imagenet")
+    size = 224
+    photos = {name: getattr(skdata, name)() for name in IMAGENET_PHOTOS}
+    crops = {name: np.round(center_crop_and_resize(p, size).numpy()).astype(np.uint8) for name, p in photos.items()}
+    calibration = [(c[None].astype(np.float32) - 127.0) / 128.0 for c in crops.values()]
+    labels = [f"imagenet_{i}" for i in range(1000)]
+    for target in ("fp32", "int8_float_io"):
+        path = tmp_path / f"lite0_{target}.tflite"
+        tflite.export(model, path, target, representative_dataset=lambda: ([c] for c in calibration * 4),
+                      classifier=metadata.from_scheme(labels, "lite", (size, size)))  # fmt: skip
+        assert clients.mediapipe(path).loads
+        ours = Ours(path)
+        with classifier(path) as task:
+            for name, expected in IMAGENET_PHOTOS.items():
+                theirs, names = mp_scores(task.classify(rgb(crops[name])))
+                assert names == labels
+                mine = ours.scores(crops[name])
+                assert np.argmax(theirs) == np.argmax(mine) and np.argmax(mine) in expected, (target, name)
+                whole, _ = mp_scores(task.classify(rgb(photos[name])))
+                assert np.argmax(whole) == np.argmax(ours.scores(mediapipe_resize(photos[name], size))), (target, name)
+                print(f"{target} {name}: app crop top-1 {np.argmax(theirs)} (ours {np.argmax(mine)}, max |diff| "
+                      f"{np.max(np.abs(theirs - mine)):.1e}); whole photo top-1 {np.argmax(whole)}")  # fmt: skip
