@@ -3,7 +3,8 @@
   python tools/export.py --model=efficientnet_lite0 --input_size=224 --targets=fp32,int8 \
       [--keras_model=trained.keras] [--data=digits] [--output_dir=exports]
 
-Targets: fp32, fp32_sparse, float16, dynamic_int8, int8, int8_float_io, int8_sparse, edgetpu.
+Targets: fp32, fp32_sparse, float16, dynamic_int8, int8, int8_float_io, int8_sparse, int8_sparse_float_io
+(the smallest file MediaPipe Tasks loads), edgetpu.
 Labels come from --data (or --labels=FILE); full-integer targets calibrate on --data's
 training split with the model's own preprocessing. Prints each file's signatures and I/O.
 """
