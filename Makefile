@@ -82,7 +82,7 @@ test: data-packages $(STAMP) convert-packages device-rpi mediapipe-packages
 	$(PY) -m pytest -n 2 --durations=15 -q -rs
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check nlighten_tf tools tests benchmarks
+	$(VENV)/bin/ruff check nlighten_tf tools tests benchmarks examples
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

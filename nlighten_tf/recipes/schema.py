@@ -441,6 +441,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise TypeError(f"unsupported annotation {tp!r}")  # a schema bug, not a user error
 
 
+def _coerce_key(value: Any, hint: Any, label: str) -> Any:
+    """`value` as the annotation `hint` says; RecipeError starting with `label` (file, section,
+    key) when its type or range is wrong."""
+    try:
+        return _coerce(value, hint, label)
+    except _TypeMismatch:
+        raise RecipeError(f"{label}: expected {_type_name(hint)}, got {_describe(value)}") from None
+    except _OutOfRange as error:
+        raise RecipeError(f"{label}: {error}") from None
+
+
 def _build(cls: type, raw: Mapping[str, Any] | None, where: str) -> Any:
     """An instance of dataclass `cls` from a mapping; unknown keys and wrong types -> RecipeError."""
     raw = {} if raw is None else raw
@@ -453,14 +464,7 @@ def _build(cls: type, raw: Mapping[str, Any] | None, where: str) -> Any:
         if key not in names:
             valid = ", ".join(names) if names else "none (this stage takes no parameters)"
             raise RecipeError(f"{where}: key {key!r}: unknown key; valid keys: {valid}")
-        try:
-            values[key] = _coerce(value, hints[key], f"{where}: key {key!r}")
-        except _TypeMismatch:
-            raise RecipeError(
-                f"{where}: key {key!r}: expected {_type_name(hints[key])}, got {_describe(value)}"
-            ) from None
-        except _OutOfRange as error:
-            raise RecipeError(f"{where}: key {key!r}: {error}") from None
+        values[key] = _coerce_key(value, hints[key], f"{where}: key {key!r}")
         if _is_epochs(key) and isinstance(values[key], int | float) and values[key] > MAX_EPOCHS:
             raise RecipeError(f"{where}: key {key!r}: at most {MAX_EPOCHS:,.0f} epochs, got {values[key]:g}")
     return cls(**values)
@@ -694,13 +698,7 @@ def check_model_options(name: str, options: Mapping[str, Any], where: str, prefi
         if key not in hints:
             continue
         try:
-            _coerce(value, hints[key], where)
-        except _TypeMismatch:
-            raise RecipeError(
-                f"{where}: key '{prefix}{key}': expected {_type_name(hints[key])}, got {_describe(value)}"
-            ) from None
-        except _OutOfRange as error:
-            raise RecipeError(f"{where}: key '{prefix}{key}': {error}") from None
+            _coerce_key(value, hints[key], f"{where}: key '{prefix}{key}'")
         except TypeError:  # an annotation _coerce does not model (tuples, Mapping): the build checks it
             continue
         if key in MODEL_OPTION_RANGES and isinstance(value, int | float) and not isinstance(value, bool):

@@ -13,7 +13,7 @@ from tests.tools.test_optimize_tool import REPO
 @pytest.mark.slow
 def test_lottery_tool_writes_rounds_and_controls(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "lottery.py"), "--rounds=1", "--epochs=0.5", "--train_limit=512",
+        [sys.executable, str(REPO / "tools" / "lottery.py"), "--rounds=1", "--epochs=0.5", "--train_limit=256",
          "--batch_size=32", f"--output_dir={tmp_path}"],
         capture_output=True, text=True, cwd=REPO, timeout=900,
     )  # fmt: skip
