@@ -12,13 +12,13 @@ half-written stage (exit status 130). A second start on a run directory in use i
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 
 from absl import app, flags, logging
 
 import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
+from nlighten_tf import interrupts
 from nlighten_tf.recipes import schema
 
 FLAGS = flags.FLAGS
@@ -38,12 +38,19 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _raise_interrupt(signum, frame) -> None:
-    # SIGTERM (e.g. a scheduler stopping the job) cleans up like Ctrl-C.
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str]) -> int:
+    try:
+        # From here on, Ctrl-C and SIGTERM (a scheduler stopping the job) are blocked in every
+        # thread TensorFlow will start and take effect at the next batch or stage boundary
+        # (nlighten_tf/interrupts.py explains why).
+        with interrupts.deferred():
+            return _optimize(argv)
+    except KeyboardInterrupt:  # outside a stage, or a second Ctrl-C
+        print("\ninterrupted; rerun with --resume to continue", file=sys.stderr, flush=True)
+        return 130
+
+
+def _optimize(argv: list[str]) -> int:
     if len(argv) > 1:
         return _fail(f"unexpected arguments {' '.join(argv[1:])}; use --recipe=PATH and --override=key=value")
     logging.set_verbosity(logging.WARNING)  # the converter's SavedModel chatter hides our output
@@ -73,15 +80,11 @@ def main(argv: list[str]) -> int:
     from nlighten_tf import data
     from nlighten_tf.models.weights import WeightsError
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     start = time.time()
     try:
         result = runner.run(recipe, FLAGS.output_dir, resume=FLAGS.resume, strategy=FLAGS.strategy)
     except runner.RunInterrupted as error:
         print(f"\n{error}", file=sys.stderr, flush=True)
-        return 130
-    except KeyboardInterrupt:  # between stages or while loading the data
-        print("\ninterrupted; rerun with --resume to continue", file=sys.stderr, flush=True)
         return 130
     except (schema.RecipeError, runner.RunError, data.DataError, WeightsError, FileNotFoundError) as error:
         return _fail(error)

@@ -16,6 +16,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
+from nlighten_tf import interrupts
 from nlighten_tf.keras_utils import copy_model
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -50,6 +51,16 @@ class StopOnNonFiniteLoss(tf_keras.callbacks.Callback):
                 f"training diverged: the loss is {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}; "
                 "nothing of this training was kept. Fix: a lower learning_rate (or check the data)"
             )
+
+
+class StopOnInterrupt(tf_keras.callbacks.Callback):
+    """Raises a deferred Ctrl-C / SIGTERM (nlighten_tf.interrupts) at the end of a batch: after
+    tracing, between steps, where TensorFlow's state is consistent."""
+
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        interrupts.raise_if_requested()
+
+    on_test_batch_end = on_predict_batch_end = on_train_batch_end
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,7 +239,7 @@ def fit(
         epochs=plan.epochs,
         steps_per_epoch=plan.steps_per_epoch,
         validation_data=validation,
-        callbacks=[*callbacks, StopOnNonFiniteLoss()],
+        callbacks=[*callbacks, StopOnNonFiniteLoss(), StopOnInterrupt()],
         verbose=config.verbose,
     )
     return trained, history.history
@@ -238,7 +249,7 @@ def evaluate(model: tf_keras.Model, dataset: tf.data.Dataset) -> dict[str, float
     """Top-1 / top-5 accuracy and loss of a (possibly uncompiled) classifier on a dataset."""
     if getattr(model, "compiled_loss", None) is None:
         compile_classifier(model, TrainConfig(verbose=0), steps=1, one_hot=has_one_hot_labels(dataset))
-    results = model.evaluate(dataset, verbose=0, return_dict=True)
+    results = model.evaluate(dataset, verbose=0, return_dict=True, callbacks=[StopOnInterrupt()])
     return {k: float(v) for k, v in results.items()}
 
 

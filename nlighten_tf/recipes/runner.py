@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from nlighten_tf import interrupts
 from nlighten_tf.export import atomic
 from nlighten_tf.recipes import schema
 from nlighten_tf.recipes.schema import Recipe, Stage
@@ -294,6 +295,7 @@ def _run_stage(stage: Stage, ctx) -> dict[str, Any]:
 
     from nlighten_tf.recipes import stages
 
+    interrupts.raise_if_requested()  # a Ctrl-C during the previous stage's last steps or the data loading
     final = ctx.run_dir / stage.dirname
     partial = ctx.run_dir / f".{stage.dirname}.partial"
     shutil.rmtree(partial, ignore_errors=True)
