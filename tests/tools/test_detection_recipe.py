@@ -77,13 +77,13 @@ def test_detection_recipe_runs_end_to_end(tmp_path):
 
 
 def test_shipped_detection_recipe_plans_with_the_voc_override(tmp_path):
-    """What `--dry_run` prints (runner.plan), in process: the tool's dry-run path itself is
+    """What `--dry_run` prints (runner.describe_run), in process: the tool's dry-run path itself is
     covered by tests/tools/test_optimize_tool.py, and the run above goes through the tool."""
     from nlighten_tf.recipes import runner
 
     loaded = schema.load(RECIPE, ["data.spec=tfds:voc/2012", "data.eval_split=validation"])
     assert loaded.data.spec == "tfds:voc/2012"
-    text = runner.plan(loaded, tmp_path)
+    text = runner.describe_run(loaded, tmp_path)
     assert "05-edgetpu" in text and "[to run]" in text
 
 
