@@ -114,7 +114,7 @@ def main(argv: list[str]) -> int:
     load = dict(image_size=size, batch_size=FLAGS.batch_size, model=FLAGS.model, cache=True)
     train, info = data.load("fashion_mnist", "train", limit=FLAGS.train_examples, seed=FLAGS.seed, **load)
     test, _ = data.load("fashion_mnist", "test", limit=FLAGS.test_examples, **load)
-    steps = training.plan_steps(training.TrainConfig(epochs=FLAGS.fine_tune_epochs), train).total
+    steps = training.count_fit_steps(training.TrainConfig(epochs=FLAGS.fine_tune_epochs), train).total
 
     tf_keras.utils.set_random_seed(FLAGS.seed)
     base = transfer.build_transfer_model(FLAGS.model, info.num_classes, (size, size, 3), weights="imagenet")

@@ -75,7 +75,7 @@ def _optimize(argv: list[str]) -> int:
     except schema.RecipeError as error:
         return _fail(error)
     if FLAGS.dry_run:
-        print(runner.plan(recipe, FLAGS.output_dir))
+        print(runner.describe_run(recipe, FLAGS.output_dir))
         return 0
     from nlighten_tf import data
     from nlighten_tf.models.weights import WeightsError

@@ -253,12 +253,12 @@ def load(
     else:
         raise ValueError(f"unknown runtime {runtime!r}; valid: auto, {', '.join(RUNTIMES)}")
     flatbuffer.validate(raw, where)  # before any interpreter sees the bytes
-    plans = [(r, xnnpack) for r in order]
+    load_order = [(r, xnnpack) for r in order]
     if xnnpack and fallback:
-        plans += [(r, False) for r in order]
+        load_order += [(r, False) for r in order]
     attempts: list[str] = []
     first_failure: str | None = None
-    for name, use_xnnpack in plans:
+    for name, use_xnnpack in load_order:
         probe(raw, where, name)  # a crash in a child process, not in this one (cached)
         try:
             loaded = _try_load(name, source, raw, use_xnnpack, threads)

@@ -16,8 +16,8 @@ What an app gets without reading our code:
   TENSOR_VALUE_LABELS (the label of class id k is line k).
 
 tflite-support cannot be installed beside TensorFlow 2.21 (protobuf 3.20, NumPy 1), so the
-metadata is built with its FlatBuffers-generated schema (vendored,
-`metadata_schema_py_generated.py`) and the model is repacked with the TFLite schema's object
+metadata is built with its FlatBuffers-generated schema (vendored in
+`nlighten_tf/third_party/tflite_metadata/`) and the model is repacked with the TFLite schema's object
 API, which is what `MetadataPopulator` does too.
 """
 
@@ -33,7 +33,7 @@ import flatbuffers
 import numpy as np
 
 from nlighten_tf.bench import flatbuffer
-from nlighten_tf.export import metadata_schema_py_generated as meta_fb
+from nlighten_tf.third_party.tflite_metadata import metadata_schema_py_generated as meta_fb
 
 METADATA_NAME = "TFLITE_METADATA"  # Model.metadata entry the Task Library looks up
 METADATA_IDENTIFIER = b"M001"

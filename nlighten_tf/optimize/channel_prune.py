@@ -8,7 +8,7 @@ TPU). Three steps, each usable alone:
    (|gamma| of the BatchNorm after the filter, network slimming, Liu et al. 2017),
    `entropy` of each channel's spatially averaged activation over calibration batches (Luo &
    Wu 2017), `taylor` |activation x loss gradient| (Molchanov et al. 2017);
-2. choose how many channels each dependency group keeps (`plan`): a global MAdds or
+2. choose how many channels each dependency group keeps (`allocate_channels`): a global MAdds or
    parameter budget, per-stage or per-layer ratios, spread uniformly or by a sensitivity
    scan (each group pruned alone at several ratios, validation loss measured: Distiller's
    sensitivity analysis), counted from the built graph;
@@ -281,7 +281,7 @@ def rounded_count(ratio: float, size: int, multiple: int = 1) -> int:
 
 
 @dataclasses.dataclass
-class Plan:
+class ChannelAllocation:
     counts: dict[str, int]  # final channels per pruned group
     sizes: dict[str, int]  # channels per group before pruning
     explicit: dict[str, float]  # groups with a per-stage / per-layer ratio
@@ -336,12 +336,12 @@ def _excluded(cgraph: ChannelGraph, pattern: str | None) -> set[str]:
     return {n for n, g in cgraph.prunable.items() if any(re.search(pattern, x) for x in (n, *g.producers))}
 
 
-def plan(
+def allocate_channels(
     model: tf_keras.Model,
     config: ChannelPruneConfig,
     sensitivity: Sensitivity | None = None,
     cgraph: ChannelGraph | None = None,
-) -> Plan:
+) -> ChannelAllocation:
     """How many channels each group keeps. With `allocation='sensitivity'` pass the scan."""
     cgraph = cgraph or analyze(model)
     sizes = cgraph.sizes()
@@ -375,7 +375,7 @@ def plan(
     counts = {n: k for n, k in counts.items() if k < sizes[n]}
     after = cgraph.cost(counts)
     sizes = {n: sizes[n] for n in counts}
-    return Plan(counts, sizes, explicit, (full[0], after[0]), (full[1], after[1]), config.budget)
+    return ChannelAllocation(counts, sizes, explicit, (full[0], after[0]), (full[1], after[1]), config.budget)
 
 
 def _bisect(allocate: Callable[[float], dict[str, int]], cost_of, target, full, metric: str, keep: float):
@@ -612,7 +612,7 @@ def prune_channels(
     cgraph = analyze(model)
     config = ChannelPruneConfig(criterion=criterion, per_layer=dict(keep), channel_multiple=channel_multiple,
                                 calibration_batches=batches)  # fmt: skip
-    chosen = plan(model, config, cgraph=cgraph)
+    chosen = allocate_channels(model, config, cgraph=cgraph)
     scores = channel_scores(model, criterion, data, cgraph, batches=batches) if chosen.counts else {}
     return prune_to_counts(model, chosen.counts, scores, cgraph)
 
@@ -644,7 +644,7 @@ def channel_prune(
     log: Callable[[str], None] | None = None,
     prepare: Callable[[tf_keras.Model], tf_keras.Model] | None = None,
 ) -> ChannelPruneResult:
-    """Plans the channel counts on `model` (sensitivity scan on `validation` if asked), then
+    """Allocates the channel counts on `model` (sensitivity scan on `validation` if asked), then
     prunes in `config.steps` rounds, re-scoring the current model each round (criteria that
     need data read `train`, else `validation`) and fine-tuning on `train` with `train_config`
     (its epochs replaced by `epochs_per_step` / `final_epochs`), distilled from the unpruned
@@ -671,7 +671,7 @@ def channel_prune(
             model, validation if validation is not None else train, config.criterion, config.sensitivity_ratios,
             config.sensitivity_batches, cgraph=cgraph, scores=scores,
         )  # fmt: skip
-    chosen = plan(model, config, sensitivity, cgraph)
+    chosen = allocate_channels(model, config, sensitivity, cgraph)
     _check_budget(chosen, config)
     base = train_config or training.TrainConfig(verbose=0)
     current, history = model, []
@@ -710,7 +710,7 @@ def channel_prune(
     return ChannelPruneResult(current, report, history, sensitivity)
 
 
-def _check_budget(chosen: Plan, config: ChannelPruneConfig) -> None:
+def _check_budget(chosen: ChannelAllocation, config: ChannelPruneConfig) -> None:
     if not chosen.budget:
         return
     metric, keep = chosen.budget

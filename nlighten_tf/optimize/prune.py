@@ -74,16 +74,16 @@ class ScheduleSteps:
     frequency: int
 
 
-def lay_out_schedule(config: PruneConfig, plan: training.StepPlan) -> ScheduleSteps:
+def lay_out_schedule(config: PruneConfig, fit_steps: training.FitSteps) -> ScheduleSteps:
     """Converts the epoch-based schedule to steps on which the final update really happens."""
-    last_step = plan.total - 1  # UpdatePruningStep numbers the steps 0 .. total-1
-    begin = min(round(config.begin_epoch * plan.batches), last_step)
-    end_epoch = config.end_epoch if config.end_epoch is not None else 0.75 * plan.total / plan.batches
-    end = min(max(round(end_epoch * plan.batches), begin + 1), last_step)
+    last_step = fit_steps.total - 1  # UpdatePruningStep numbers the steps 0 .. total-1
+    begin = min(round(config.begin_epoch * fit_steps.batches), last_step)
+    end_epoch = config.end_epoch if config.end_epoch is not None else 0.75 * fit_steps.total / fit_steps.batches
+    end = min(max(round(end_epoch * fit_steps.batches), begin + 1), last_step)
     if end <= begin:
         raise ValueError(
             f"the pruning schedule needs at least 2 training steps after begin_epoch={config.begin_epoch}; "
-            f"the run has {plan.total} steps: train longer or begin earlier"
+            f"the run has {fit_steps.total} steps: train longer or begin earlier"
         )
     frequency = min(config.frequency, end - begin)
     end = begin + (end - begin) // frequency * frequency  # the last update lands on `end`
@@ -106,11 +106,11 @@ def selected_names(model: tf_keras.Model, config: PruneConfig) -> set[str]:
     return {unwrap(layer).name for layer in config.selection.selected_layers(model, depthwise=False)}
 
 
-def apply_pruning(model: tf_keras.Model, config: PruneConfig, plan: training.StepPlan) -> tf_keras.Model:
+def apply_pruning(model: tf_keras.Model, config: PruneConfig, fit_steps: training.FitSteps) -> tf_keras.Model:
     """A copy of `model` with the selected layers wrapped for pruning (others untouched)."""
     config.selection.validate_model(model)
     names = selected_names(model, config)
-    steps = lay_out_schedule(config, plan)
+    steps = lay_out_schedule(config, fit_steps)
 
     def wrap(layer):
         target = config.selection.target_for(layer, config.target_sparsity)
@@ -146,7 +146,7 @@ def prune(
 ) -> PruneResult:
     """Fine-tunes `model` while pruning it to the target; returns the stripped model and the
     per-layer / global sparsity report. Raises RuntimeError if a layer missed its target."""
-    plan = training.plan_steps(train_config, train)
+    fit_steps = training.count_fit_steps(train_config, train)
     names = selected_names(model, config)
     pruned, history = training.fit(
         model,
@@ -155,7 +155,7 @@ def prune(
         validation=validation,
         callbacks=[_sparsity.UpdatePruningStep(), *callbacks],
         strategy=strategy,
-        prepare=lambda m: apply_pruning(m, config, plan),
+        prepare=lambda m: apply_pruning(m, config, fit_steps),
         compile_options=compile_options,
     )
     stripped = strip(pruned)

@@ -127,7 +127,7 @@ def count_batches(dataset: tf.data.Dataset) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class StepPlan:
+class FitSteps:
     """How `fit` runs config.epochs over a dataset of `batches` batches: Keras epochs of
     `steps_per_epoch` steps; step-based schedules (pruning) are laid out on `total` steps."""
 
@@ -140,11 +140,11 @@ class StepPlan:
         return self.epochs * self.steps_per_epoch
 
 
-def plan_steps(config: TrainConfig, dataset: tf.data.Dataset) -> StepPlan:
+def count_fit_steps(config: TrainConfig, dataset: tf.data.Dataset) -> FitSteps:
     batches = count_batches(dataset)
     wanted = max(1, math.ceil(config.epochs * batches))
     epochs = math.ceil(wanted / batches)
-    return StepPlan(epochs=epochs, steps_per_epoch=math.ceil(wanted / epochs), batches=batches)
+    return FitSteps(epochs=epochs, steps_per_epoch=math.ceil(wanted / epochs), batches=batches)
 
 
 def make_optimizer(config: TrainConfig, steps: int) -> tf_keras.optimizers.Optimizer:
@@ -219,7 +219,7 @@ def fit(
     if compile_options is not None and "optimizer" in compile_options:
         raise ValueError("compile_options must not set the optimizer: it comes from the TrainConfig")
     resolved = get_strategy(strategy)
-    plan = plan_steps(config, train)
+    fit_steps = count_fit_steps(config, train)
     distributed = resolved is not tf.distribute.get_strategy()  # asked outside the scope
     with scope(resolved):
         if prepare:
@@ -231,13 +231,13 @@ def fit(
         else:
             trained = model
         if compile_options is None:
-            compile_classifier(trained, config, plan.total, one_hot=has_one_hot_labels(train))
+            compile_classifier(trained, config, fit_steps.total, one_hot=has_one_hot_labels(train))
         else:
-            trained.compile(optimizer=make_optimizer(config, plan.total), **compile_options)
+            trained.compile(optimizer=make_optimizer(config, fit_steps.total), **compile_options)
     history = trained.fit(
         train.repeat(),
-        epochs=plan.epochs,
-        steps_per_epoch=plan.steps_per_epoch,
+        epochs=fit_steps.epochs,
+        steps_per_epoch=fit_steps.steps_per_epoch,
         validation_data=validation,
         callbacks=[*callbacks, StopOnNonFiniteLoss(), StopOnInterrupt()],
         verbose=config.verbose,

@@ -436,8 +436,8 @@ def check_inputs(recipe: Recipe) -> None:
             raise schema.RecipeError(f"{source}: {where}: key 'weights': {' '.join(str(error).split())}") from None
 
 
-def plan(recipe: Recipe, output_dir: str | os.PathLike[str] = "runs") -> str:
-    """The resolved plan `--dry_run` prints: the recipe and where each stage will write."""
+def describe_run(recipe: Recipe, output_dir: str | os.PathLike[str] = "runs") -> str:
+    """What `--dry_run` prints: the resolved recipe and where each stage will write (done or to run)."""
     run_dir = Path(output_dir) / recipe.name
     done = set(completed_dirs(run_dir))
     lines = [

@@ -9,16 +9,14 @@ and a CLI that fails prints one error line naming the file.
 
 import collections
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from nlighten_tf.bench import flatbuffer, inspect
 from nlighten_tf.edgetpu import compat
+from tests.tools_runner import run_tool
 
-REPO = Path(__file__).resolve().parents[2]
 SEED = 17
 MUTANTS = 300
 ZERO_LENGTHS = (1, 4, 16, 64, 256, 1178)  # 1,178 bytes: the segfaulting range
@@ -95,14 +93,13 @@ def test_shape_bit_flip_cannot_allocate_beyond_the_file(export_target, tmp_path)
         inspect.inspect_file(path)
 
 
-def _cli(tool: str, path: Path, out: Path) -> list[str]:
-    extra = {
+def _cli_args(tool: str, path: Path, out: Path) -> list[str]:
+    return {
         "benchmark.py": [f"--tflite={path}", "--runs=1", "--warmup=0", "--norss", "--runtime=ai_edge_litert",
                          "--noxnnpack", f"--output_dir={out}"],
         "inspect_tflite.py": [str(path)],
         "compile_edgetpu.py": [str(path), "--analysis_only", f"--output_dir={out}"],
     }[tool]  # fmt: skip
-    return [sys.executable, str(REPO / "tools" / tool), *extra]
 
 
 def test_cli_tools_survive_mutants(export_target, tmp_path):
@@ -123,9 +120,7 @@ def test_cli_tools_survive_mutants(export_target, tmp_path):
     assert len(plan) == 12
     codes: collections.Counter = collections.Counter()
     for index, (tool, path) in enumerate(plan):
-        result = subprocess.run(
-            _cli(tool, path, tmp_path / f"out{index}"), capture_output=True, text=True, cwd=REPO, timeout=600
-        )
+        result = run_tool(f"tools/{tool}", *_cli_args(tool, path, tmp_path / f"out{index}"))
         codes[tool, result.returncode] += 1
         context = f"{tool} {path}: rc {result.returncode}\n{result.stderr[-3000:]}"
         assert result.returncode >= 0, context  # not killed by a signal (139 = the shell's SIGSEGV)

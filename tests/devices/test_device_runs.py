@@ -5,15 +5,13 @@ is ~100x slower than the host."""
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nlighten_tf.bench import devices, suite
+from tests.tools_runner import REPO, run_tool
 
-REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = 48  # digits test images
 
 
@@ -64,11 +62,10 @@ def test_markdown_shows_percentages_and_the_emulation_label(result, rpi):
 
 def test_benchmark_cli_with_the_device(rpi, export_target, tmp_path):
     models = f"{export_target('fp32')},{export_target('fp32_sparse')}"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "benchmark.py"), f"--tflite={models}", f"--device={rpi}",
-         "--device_runs=3", "--data=digits", "--limit=24", "--norss", f"--output_dir={tmp_path}"],
-        capture_output=True, text=True, cwd=REPO, timeout=600,
-    )  # fmt: skip
+    result = run_tool(
+        "tools/benchmark.py", f"--tflite={models}", f"--device={rpi}", "--device_runs=3", "--data=digits",
+        "--limit=24", "--norss", f"--output_dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads((tmp_path / "benchmark.json").read_text())
     assert [(r["name"], r["device"]) for r in data["rows"]] == [("digits_fp32", rpi), ("digits_fp32_sparse", rpi)]
@@ -79,10 +76,10 @@ def test_benchmark_cli_with_the_device(rpi, export_target, tmp_path):
 
 
 def test_benchmark_cli_unknown_device_is_one_line(tmp_path, export_target):
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "benchmark.py"), f"--tflite={export_target('fp32')}", "--device=pi9",
-         f"--output_dir={tmp_path}"], capture_output=True, text=True, cwd=REPO, timeout=300,
-    )  # fmt: skip
+    result = run_tool(
+        "tools/benchmark.py", f"--tflite={export_target('fp32')}", "--device=pi9", f"--output_dir={tmp_path}",
+        timeout=300,
+    )
     assert result.returncode == 2 and "unknown device 'pi9'" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -139,13 +136,13 @@ def test_raspberry_pi_example_bad_model_is_one_line(rpi, photo, tmp_path):
 
 @pytest.mark.slow
 def test_recipe_benchmark_stage_reports_accuracy_on_every_device_path(rpi, tmp_path):
-    from tests.tools.test_optimize_tool import run_tool, write_recipe
+    from tests.tools.test_optimize_tool import TOOL, write_recipe
 
     recipe = write_recipe(
         tmp_path / "pi.yaml", "train: {epochs: 1, learning_rate: 2e-3}", "export: {targets: [fp32, int8]}",
         f"benchmark: {{runs: 3, warmup: 1, devices: [host, {rpi}], device_limit: 24, device_runs: 2}}",
     )  # fmt: skip
-    result = run_tool(f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}", "--override=name=pi")
+    result = run_tool(TOOL, f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}", "--override=name=pi")
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "runs" / "pi"
     bench = json.loads((run / "03-benchmark" / "metrics.json").read_text())
@@ -164,11 +161,11 @@ def test_recipe_benchmark_stage_reports_accuracy_on_every_device_path(rpi, tmp_p
 
 
 def test_recipe_rejects_an_unknown_device(tmp_path):
-    from tests.tools.test_optimize_tool import run_tool, write_recipe
+    from tests.tools.test_optimize_tool import TOOL, write_recipe
 
     recipe = write_recipe(tmp_path / "bad.yaml", "train: {epochs: 1}", "export: {targets: [fp32]}",
                           "benchmark: {devices: [host, pi9]}")  # fmt: skip
-    result = run_tool(f"--recipe={recipe}", f"--output_dir={tmp_path}", "--dry_run")
+    result = run_tool(TOOL, f"--recipe={recipe}", f"--output_dir={tmp_path}", "--dry_run")
     assert result.returncode == 2 and "stage 3 (benchmark): key 'devices': unknown device 'pi9'" in result.stderr
 
 

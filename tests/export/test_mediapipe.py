@@ -22,6 +22,7 @@ from skimage import data as skdata
 from nlighten_tf.bench import runtime
 from nlighten_tf.export import clients, metadata, targets
 from nlighten_tf.recipes import schema
+from tests.tools_runner import REPO, run_tool
 
 mp = pytest.importorskip(
     "mediapipe",
@@ -31,7 +32,6 @@ mp = pytest.importorskip(
 from mediapipe.tasks.python import BaseOptions, vision  # noqa: E402
 from mediapipe.tasks.python.components.containers import rect as mp_rect  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
 # Every target docs/deployment.md says MediaPipe loads, and the two it says it refuses.
 LOADS = ("fp32", "fp32_sparse", "float16", "dynamic_int8", "int8_float_io", "int8_sparse_float_io", "edgetpu")
 REFUSED = ("int8", "int8_sparse")
@@ -353,10 +353,7 @@ def test_recipe_report_names_the_files_an_android_app_can_use(tmp_path):
         "stages:\n  - train: {epochs: 1, learning_rate: 2e-3}\n"
         "  - export: {targets: [int8_sparse, int8_sparse_float_io], calibration_samples: 32}\n"
     )
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "optimize.py"), f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}"],
-        capture_output=True, text=True, cwd=REPO, timeout=600,
-    )  # fmt: skip
+    result = run_tool("tools/optimize.py", f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}")
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "runs" / "android"
     report = (run / "report.md").read_text()

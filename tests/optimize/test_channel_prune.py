@@ -332,7 +332,7 @@ def test_conflicting_ratios_in_one_residual_group():
     model = family_model("mobilenet_v2")
     config = ChannelPruneConfig(per_layer={"block1_project_conv": 0.5, "block2_project_conv": 0.75})
     with pytest.raises(ValueError, match="share channel group 'block1_project_conv'"):
-        channel_prune.plan(model, config)
+        channel_prune.allocate_channels(model, config)
 
 
 def test_prune_channels_one_shot_and_wrapped_models_are_refused(trained_lite):

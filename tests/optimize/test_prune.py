@@ -36,11 +36,11 @@ def test_input_model_is_not_modified(trained_lite, pruned_1x1):
 
 
 def test_schedule_frequency_larger_than_run_is_clamped():
-    plan = training.StepPlan(epochs=1, steps_per_epoch=10, batches=10)
-    steps = prune.lay_out_schedule(prune.PruneConfig(frequency=1000), plan)
+    fit_steps = training.FitSteps(epochs=1, steps_per_epoch=10, batches=10)
+    steps = prune.lay_out_schedule(prune.PruneConfig(frequency=1000), fit_steps)
     assert steps.frequency <= steps.end - steps.begin
     assert (steps.end - steps.begin) % steps.frequency == 0
-    assert steps.end <= plan.total - 1
+    assert steps.end <= fit_steps.total - 1
 
 
 def test_per_layer_targets_regex_include_exclude(trained_lite, train_ds):
@@ -100,8 +100,8 @@ def test_unprunable_layer_is_named_with_the_policy_that_skips_it():
     inputs = tf_keras.Input((8,))
     model = tf_keras.Model(inputs, tf_keras.layers.Dense(4, name="head")(Scale(name="mystery")(inputs)))
     # Selection covers conv/dense kernels only, so the custom layer is never wrapped...
-    plan = training.StepPlan(epochs=1, steps_per_epoch=10, batches=10)
-    wrapped = prune.apply_pruning(model, prune.PruneConfig(), plan)
+    fit_steps = training.FitSteps(epochs=1, steps_per_epoch=10, batches=10)
+    wrapped = prune.apply_pruning(model, prune.PruneConfig(), fit_steps)
     assert [type(layer).__name__ for layer in wrapped.layers][1:] == ["Scale", "PruneLowMagnitude"]
 
     # ...but a custom Dense subclass TFMOT cannot wrap is reported by name.
@@ -110,4 +110,4 @@ def test_unprunable_layer_is_named_with_the_policy_that_skips_it():
 
     odd = tf_keras.Model(inputs, OddDense(4, name="odd")(inputs))
     with pytest.raises(ValueError, match=r"layer 'odd' \(OddDense\) cannot be pruned.*exclude='\^odd\$'"):
-        prune.apply_pruning(odd, prune.PruneConfig(), plan)
+        prune.apply_pruning(odd, prune.PruneConfig(), fit_steps)

@@ -10,13 +10,11 @@ so its losses, sparsity counts and the int8 file differed."""
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-TOOL = REPO / "tools" / "optimize.py"
+from tests.tools_runner import run_tool
 
 RECIPE = """
 name: resumed
@@ -61,10 +59,7 @@ def run_figures(run: Path) -> dict[str, float]:
 
 
 def optimize(recipe: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, str(TOOL), f"--recipe={recipe}", f"--output_dir={out}", *extra],
-        capture_output=True, text=True, cwd=REPO, timeout=900,
-    )  # fmt: skip
+    result = run_tool("tools/optimize.py", f"--recipe={recipe}", f"--output_dir={out}", *extra, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from nlighten_tf.recipes import runner
+from tests.tools_runner import REPO, run_tool, start_tool
 
-REPO = Path(__file__).resolve().parents[2]
-TOOL = REPO / "tools" / "optimize.py"
+TOOL = "tools/optimize.py"
 
 # The child tries the lock and prints what it got: "locked" (exit 0) or the refusal (exit 3).
 TRY_LOCK = """
@@ -70,10 +70,9 @@ def test_a_second_start_is_refused_and_the_first_run_finishes_intact(tmp_path):
     recipe.write_text(RECIPE)
     out = tmp_path / "runs"
     run = out / "locked"
-    args = [sys.executable, str(TOOL), f"--recipe={recipe}", f"--output_dir={out}"]
+    args = (f"--recipe={recipe}", f"--output_dir={out}")
     log = tmp_path / "first.log"
-    with log.open("w") as handle:
-        first = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
+    first = start_tool(TOOL, *args, log=log)
     try:
         # Synchronise on the first run's progress: its first stage is being worked on.
         partial = run / ".01-train.partial"
@@ -83,7 +82,7 @@ def test_a_second_start_is_refused_and_the_first_run_finishes_intact(tmp_path):
             assert time.time() < deadline, "the first run never started its first stage"
             time.sleep(0.2)
         for extra in ([], ["--resume"]):
-            second = subprocess.run(args + extra, capture_output=True, text=True, cwd=REPO, timeout=300)
+            second = run_tool(TOOL, *args, *extra, timeout=300)
             assert first.poll() is None, "the first run ended before the second start was checked; inconclusive"
             assert second.returncode == 2, second.stderr[-3000:]
             assert f"is in use by a run in progress (pid {first.pid}, started" in second.stderr, second.stderr[-3000:]

@@ -8,7 +8,6 @@ the changed keys; benchmark.py warns when the model's classes are not the data's
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +15,11 @@ import pytest
 
 from nlighten_tf.export import atomic
 from nlighten_tf.recipes import runner, schema
+from tests.tools_runner import REPO, run_tool
 
-REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 # /sys refuses new files even to root, for whom a chmod'ed directory would still be writable.
 READ_ONLY_DIR = Path("/sys")
-
-
-def tool(name: str, *args, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "tools" / name), *map(str, args)], capture_output=True, text=True, cwd=REPO,
-        timeout=timeout,
-    )  # fmt: skip
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -113,11 +105,11 @@ def test_the_shipped_quickstart_inputs_pass_on_digits():
 
 
 def test_dry_run_reports_a_bad_option_and_a_missing_split_as_one_line(tmp_path):
-    bad = tool("optimize.py", f"--recipe={QUICKSTART}", f"--output_dir={tmp_path}", "--dry_run",
-               "--override=model.options.width_coefficient=abc")  # fmt: skip
+    bad = run_tool("tools/optimize.py", f"--recipe={QUICKSTART}", f"--output_dir={tmp_path}", "--dry_run",
+                   "--override=model.options.width_coefficient=abc")  # fmt: skip
     assert_one_line_error(bad, "key 'options.width_coefficient': expected a number or null")
-    missing = tool("optimize.py", f"--recipe={QUICKSTART}", f"--output_dir={tmp_path}", "--dry_run",
-                   "--override=data.spec=digits", "--override=data.eval_split=bogus")  # fmt: skip
+    missing = run_tool("tools/optimize.py", f"--recipe={QUICKSTART}", f"--output_dir={tmp_path}", "--dry_run",
+                       "--override=data.spec=digits", "--override=data.eval_split=bogus")  # fmt: skip
     assert_one_line_error(missing, "split 'bogus' does not exist")
     assert not list(tmp_path.iterdir())
 
@@ -146,9 +138,13 @@ def test_output_path_checks(tmp_path):
 def test_optimize_refuses_an_output_dir_that_is_a_file_or_read_only(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
-    result = tool("optimize.py", f"--recipe={QUICKSTART}", f"--output_dir={afile}", "--override=data.spec=digits")
+    result = run_tool(
+        "tools/optimize.py", f"--recipe={QUICKSTART}", f"--output_dir={afile}", "--override=data.spec=digits"
+    )
     assert_one_line_error(result, f"--output_dir {afile}: {afile} is a file, not a directory")
-    result = tool("optimize.py", f"--recipe={QUICKSTART}", "--output_dir=/sys/nlighten_runs", "--override=data.spec=digits")
+    result = run_tool(
+        "tools/optimize.py", f"--recipe={QUICKSTART}", "--output_dir=/sys/nlighten_runs", "--override=data.spec=digits"
+    )
     assert_one_line_error(result, "--output_dir /sys/nlighten_runs: directory /sys is not writable")
 
 
@@ -157,25 +153,25 @@ def test_train_checks_its_output_and_options_before_training(tmp_path):
     afile.write_text("x")
     common = ["--model_option=width_coefficient=0.5", "--model_option=depth_coefficient=0.34",
               "--model_option=head_filters=64", "--train_limit=64", "--eval_limit=32", "--epochs=1"]  # fmt: skip
-    result = tool("train.py", *common, f"--output={afile}/m.h5")
+    result = run_tool("tools/train.py", *common, f"--output={afile}/m.h5")
     assert_one_line_error(result, f"--output {afile}/m.h5: {afile} is a file, not a directory")
     assert "training efficientnet_lite0" not in result.stdout  # refused before training
-    result = tool("train.py", "--model_option=width_coefficient=abc", f"--output={tmp_path}/m.h5")
+    result = run_tool("tools/train.py", "--model_option=width_coefficient=abc", f"--output={tmp_path}/m.h5")
     assert_one_line_error(result, "--model=efficientnet_lite0 --model_option: key 'width_coefficient': expected a number")
-    result = tool("train.py", "--model_option=width_coefficient=-1", f"--output={tmp_path}/m.h5")
+    result = run_tool("tools/train.py", "--model_option=width_coefficient=-1", f"--output={tmp_path}/m.h5")
     assert_one_line_error(result, "key 'width_coefficient': must be > 0")
-    result = tool("train.py", *common, "--learning_rate=nan", f"--output={tmp_path}/m.h5")
+    result = run_tool("tools/train.py", *common, "--learning_rate=nan", f"--output={tmp_path}/m.h5")
     assert_one_line_error(result, "learning_rate must be a finite number, got nan")
     assert not list(tmp_path.glob("m.*"))
 
 
 def test_models_and_inspect_check_json_out_first(tmp_path, tiny_tflite):
-    result = tool("models.py", "--summary", "--models=mobilenet_v2", f"--json_out={tmp_path}")
+    result = run_tool("tools/models.py", "--summary", "--models=mobilenet_v2", f"--json_out={tmp_path}")
     assert_one_line_error(result, f"--json_out {tmp_path}: is a directory; give a file name")
     assert "building" not in result.stderr
-    result = tool("inspect_tflite.py", tiny_tflite, f"--json_out={tmp_path}")
+    result = run_tool("tools/inspect_tflite.py", tiny_tflite, f"--json_out={tmp_path}")
     assert_one_line_error(result, f"--json_out {tmp_path}: is a directory; give a file name")
-    result = tool("inspect_tflite.py", tiny_tflite, "--json_out=/sys/inspect.json")
+    result = run_tool("tools/inspect_tflite.py", tiny_tflite, "--json_out=/sys/inspect.json")
     assert_one_line_error(result, "--json_out /sys/inspect.json: directory /sys is not writable")
 
 
@@ -183,9 +179,11 @@ def test_benchmark_checks_its_output_dir_and_warns_about_the_class_count(tmp_pat
     afile = tmp_path / "afile"
     afile.write_text("x")
     common = [f"--tflite={tiny_tflite}", "--runs=2", "--warmup=1", "--norss"]
-    result = tool("benchmark.py", *common, f"--output_dir={afile}")
+    result = run_tool("tools/benchmark.py", *common, f"--output_dir={afile}")
     assert_one_line_error(result, f"--output_dir {afile}: {afile} is a file, not a directory")
-    result = tool("benchmark.py", *common, "--data=digits", "--limit=32", f"--output_dir={tmp_path / 'bench'}")
+    result = run_tool(
+        "tools/benchmark.py", *common, "--data=digits", "--limit=32", f"--output_dir={tmp_path / 'bench'}"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"warning: {tiny_tflite} outputs 12 classes but digits has 10" in result.stderr
 
@@ -193,9 +191,9 @@ def test_benchmark_checks_its_output_dir_and_warns_about_the_class_count(tmp_pat
 def test_a_file_that_is_not_a_keras_model_is_named(tmp_path):
     fake = tmp_path / "notmodel.h5"
     fake.write_text("not an HDF5 file")
-    result = tool("channel_prune.py", f"--keras_model={fake}", f"--output={tmp_path}/out/pruned.h5")
+    result = run_tool("tools/channel_prune.py", f"--keras_model={fake}", f"--output={tmp_path}/out/pruned.h5")
     assert_one_line_error(result, f"--keras_model {fake}: not a loadable tf_keras model")
-    result = tool("export.py", f"--keras_model={fake}", "--targets=fp32", f"--output_dir={tmp_path}/ex")
+    result = run_tool("tools/export.py", f"--keras_model={fake}", "--targets=fp32", f"--output_dir={tmp_path}/ex")
     assert_one_line_error(result, f"--keras_model {fake}: not a loadable tf_keras model")
 
 
@@ -236,7 +234,7 @@ stages:
   - train: {epochs: 2, learning_rate: 1e30, lr_schedule: constant}
   - export: {targets: [fp32]}
 """)
-    result = tool("optimize.py", f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}")
+    result = run_tool("tools/optimize.py", f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}")
     assert_one_line_error(result, "stage 1 (train): training diverged: the loss is")
     run = tmp_path / "runs" / "nan"
     assert not (run / "01-train").exists() and not list(run.glob(".*.partial"))

@@ -3,22 +3,16 @@ settings and writes its JSON and markdown, so none can rot between the runs that
 the tables (the figures themselves come from the scripts' full settings, not from here)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from nlighten_tf.models import weights
 from tests.models.checkpoints import require_checkpoint
-from tests.tools.test_optimize_tool import REPO
+from tests.tools_runner import run_tool
 
 
 def run_script(name, *args, env=None, timeout=900):
-    result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / name), *map(str, args)],
-        capture_output=True, text=True, cwd=REPO, timeout=timeout, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    result = run_tool(f"benchmarks/{name}", *args, timeout=timeout, env=env)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     return result
 
@@ -33,10 +27,7 @@ def imagenet_home(tmp_path_factory):
     """NLIGHTEN_TF_HOME holding the ImageNet Lite0 weights converted from the checkpoint package."""
     require_checkpoint("efficientnet_lite0")
     home = tmp_path_factory.mktemp("nlighten_home")
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "import_weights.py"), "--model=efficientnet_lite0"],
-        capture_output=True, text=True, cwd=REPO, timeout=600, env={**os.environ, weights.HOME_ENV: str(home)},
-    )  # fmt: skip
+    result = run_tool("tools/import_weights.py", "--model=efficientnet_lite0", env={weights.HOME_ENV: str(home)})
     assert result.returncode == 0, result.stderr[-3000:]
     return {weights.HOME_ENV: str(home)}
 

@@ -1,21 +1,14 @@
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_tool(*args):
-    return subprocess.run(
-        [sys.executable, str(REPO / "tools" / "benchmark.py"), *map(str, args)],
-        capture_output=True, text=True, cwd=REPO, timeout=600,
-    )
+from tests.tools_runner import run_tool
 
 
 def test_benchmark_writes_json_markdown_and_plots(export_target, tmp_path):
     models = f"{export_target('fp32')},{export_target('fp32_sparse')}"
-    result = run_tool(f"--tflite={models}", "--threads=1,2", "--runs=3", "--warmup=1", f"--output_dir={tmp_path}")
+    result = run_tool(
+        "tools/benchmark.py", f"--tflite={models}", "--threads=1,2", "--runs=3", "--warmup=1",
+        f"--output_dir={tmp_path}",
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "benchmark.json").read_text())
     assert [(r["name"], r["threads"]) for r in data["rows"]] == [
@@ -34,7 +27,7 @@ def test_missing_and_corrupt_files_are_one_line_errors(tmp_path, export_target):
         (f"{export_target('fp32')},{tmp_path / 'missing.tflite'}", "missing.tflite: no such file"),
         (str(corrupt), "not a TFLite flatbuffer"),
     ):
-        result = run_tool(f"--tflite={models}", "--runs=1", f"--output_dir={tmp_path / 'out'}")
+        result = run_tool("tools/benchmark.py", f"--tflite={models}", "--runs=1", f"--output_dir={tmp_path / 'out'}")
         assert result.returncode == 2
         assert message in result.stderr and "Traceback" not in result.stderr
-    assert run_tool("--threads=1").returncode == 2
+    assert run_tool("tools/benchmark.py", "--threads=1").returncode == 2

@@ -1,23 +1,14 @@
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_tool(*args):
-    return subprocess.run(
-        [sys.executable, str(REPO / "tools" / "channel_prune.py"), *map(str, args)],
-        capture_output=True, text=True, cwd=REPO, timeout=600,
-    )
+from tests.tools_runner import run_tool
 
 
 def test_prunes_to_the_budget_saves_and_reports(tmp_path):
     output = tmp_path / "pruned.h5"
     result = run_tool(
+        "tools/channel_prune.py",
         "--model=mobilenet_v2", "--model_option=width_multiplier=0.35", "--data=digits", "--image_size=32",
         "--keep_madds=0.5", "--criterion=bn_gamma", "--epochs_per_step=0.2", "--train_limit=256", "--eval_limit=64",
         f"--output={output}",
@@ -30,8 +21,10 @@ def test_prunes_to_the_budget_saves_and_reports(tmp_path):
 
     # The saved model loads as a plain Keras model and can be pruned again (--keras_model).
     again = tmp_path / "again.h5"
-    result = run_tool(f"--keras_model={output}", "--data=digits", "--per_layer=top_conv=0.5", "--epochs_per_step=0",
-                      "--eval_limit=64", f"--output={again}")  # fmt: skip
+    result = run_tool(
+        "tools/channel_prune.py", f"--keras_model={output}", "--data=digits", "--per_layer=top_conv=0.5",
+        "--epochs_per_step=0", "--eval_limit=64", f"--output={again}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(again.with_suffix(".json").read_text())["groups"]["top_conv"]["ratio"] == pytest.approx(0.5, abs=0.01)
 
@@ -45,6 +38,6 @@ def test_prunes_to_the_budget_saves_and_reports(tmp_path):
     ],
 )
 def test_bad_targets_are_one_clear_line(tmp_path, flag, message):
-    result = run_tool(flag, "--epochs_per_step=0", f"--output={tmp_path / 'm.h5'}")
+    result = run_tool("tools/channel_prune.py", flag, "--epochs_per_step=0", f"--output={tmp_path / 'm.h5'}")
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr and "Traceback" not in result.stderr

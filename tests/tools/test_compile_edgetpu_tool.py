@@ -5,32 +5,26 @@ compiler is one line with the install commands; refused and bad files fail with 
 import json
 import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from nlighten_tf.edgetpu import compiler
 from tests.edgetpu import models
+from tests.tools_runner import run_tool
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def run_tool(*args):
+def run_without_compiler(*args):
+    """tools/compile_edgetpu.py with a PATH on which no edgetpu_compiler can be found."""
     entries = os.environ.get("PATH", "").split(os.pathsep)
     path = os.pathsep.join(d for d in entries if d and not shutil.which(compiler.COMPILER, path=d))
     assert shutil.which(compiler.COMPILER, path=path) is None
-    return subprocess.run(
-        [sys.executable, str(REPO / "tools" / "compile_edgetpu.py"), *map(str, args)],
-        capture_output=True, text=True, cwd=REPO, timeout=300, env={**os.environ, "PATH": path},
-    )  # fmt: skip
+    return run_tool("tools/compile_edgetpu.py", *args, timeout=300, env={"PATH": path})
 
 
 def test_without_compiler_prints_analysis_and_install_line(tmp_path_factory, tmp_path):
     model = models.split(tmp_path_factory)
     out = tmp_path / "edgetpu"
-    result = run_tool(model, f"--output_dir={out}")
+    result = run_without_compiler(model, f"--output_dir={out}")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "Op by op (execution order):" in lines
@@ -44,7 +38,7 @@ def test_without_compiler_prints_analysis_and_install_line(tmp_path_factory, tmp
 
 
 def test_json_flag_prints_the_report(tmp_path_factory, tmp_path):
-    result = run_tool(models.split(tmp_path_factory), f"--output_dir={tmp_path}", "--json", "--analysis_only")
+    result = run_without_compiler(models.split(tmp_path_factory), f"--output_dir={tmp_path}", "--json", "--analysis_only")
     assert result.returncode == 0, result.stderr
     text = result.stdout.split("\n\nwrote ")[0]
     assert json.loads(text)["status"] == "split"
@@ -52,7 +46,7 @@ def test_json_flag_prints_the_report(tmp_path_factory, tmp_path):
 
 
 def test_sparse_model_is_refused_in_one_line(tmp_path_factory, tmp_path):
-    result = run_tool(models.sparse(tmp_path_factory), f"--output_dir={tmp_path}")
+    result = run_without_compiler(models.sparse(tmp_path_factory), f"--output_dir={tmp_path}")
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "refused: sparse tensors" in lines[0]
@@ -65,7 +59,7 @@ def test_bad_files_give_one_clear_line(case, tmp_path):
     path = tmp_path / "bad.tflite"
     if case == "text":
         path.write_text("hello, this is a text file\n")
-    result = run_tool(path, f"--output_dir={tmp_path / 'out'}")
+    result = run_without_compiler(path, f"--output_dir={tmp_path / 'out'}")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr

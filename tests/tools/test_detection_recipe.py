@@ -3,17 +3,13 @@ subprocess) with tiny settings: train -> prune -> QAT -> int8 detector export ->
 analysis, every stage scored as COCO mAP; plus the detector rules of the recipe schema."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nlighten_tf.recipes import schema
+from tests.tools_runner import REPO, run_tool
 
-REPO = Path(__file__).resolve().parents[2]
-TOOL = REPO / "tools" / "optimize.py"
 RECIPE = REPO / "recipes" / "efficientdet_lite0_prune_qat.yaml"
 TINY = [
     "model.options.backbone_options={width_coefficient: 0.5, depth_coefficient: 0.34}",
@@ -29,20 +25,10 @@ TINY = [
 ]
 
 
-def run_tool(*args, timeout=900):
-    return subprocess.run(
-        [sys.executable, str(TOOL), *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=timeout,
-    )
-
-
 @pytest.mark.slow
 def test_detection_recipe_runs_end_to_end(tmp_path):
     overrides = [f"--override={o}" for o in TINY]
-    result = run_tool(f"--recipe={RECIPE}", f"--output_dir={tmp_path}", *overrides)
+    result = run_tool("tools/optimize.py", f"--recipe={RECIPE}", f"--output_dir={tmp_path}", *overrides, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "efficientdet_lite0_prune_qat"
     summary = json.loads((run / "summary.json").read_text())
@@ -91,13 +77,13 @@ def test_detection_recipe_runs_end_to_end(tmp_path):
 
 
 def test_shipped_detection_recipe_plans_with_the_voc_override(tmp_path):
-    """What `--dry_run` prints (runner.plan), in process: the tool's dry-run path itself is
+    """What `--dry_run` prints (runner.describe_run), in process: the tool's dry-run path itself is
     covered by tests/tools/test_optimize_tool.py, and the run above goes through the tool."""
     from nlighten_tf.recipes import runner
 
     loaded = schema.load(RECIPE, ["data.spec=tfds:voc/2012", "data.eval_split=validation"])
     assert loaded.data.spec == "tfds:voc/2012"
-    text = runner.plan(loaded, tmp_path)
+    text = runner.describe_run(loaded, tmp_path)
     assert "05-edgetpu" in text and "[to run]" in text
 
 

@@ -1,24 +1,14 @@
 import json
-import subprocess
-import sys
 import zipfile
-from pathlib import Path
 
 from tests.export import artifacts
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_tool(*args):
-    return subprocess.run(
-        [sys.executable, str(REPO / "tools" / "export.py"), *map(str, args)],
-        capture_output=True, text=True, cwd=REPO, timeout=600,
-    )
+from tests.tools_runner import run_tool
 
 
 def test_exports_targets_with_metadata_and_sidecars(tmp_path_factory, tmp_path):
     keras_model = artifacts.digits_model(tmp_path_factory)
     result = run_tool(
+        "tools/export.py",
         f"--keras_model={keras_model}", "--model=mobilenet_v2", "--targets=fp32,int8_float_io", "--data=digits",
         "--calibration_samples=20", f"--output_dir={tmp_path}", "--name=digits",
     )
@@ -39,6 +29,6 @@ def test_bad_arguments_are_one_clear_line(tmp_path):
         (["--targets=int4"], "unknown export target 'int4'"),
         ([f"--keras_model={tmp_path / 'missing.keras'}"], "no such file"),
     ):
-        result = run_tool(*args, f"--output_dir={tmp_path}")
+        result = run_tool("tools/export.py", *args, f"--output_dir={tmp_path}")
         assert result.returncode == 2
         assert message in result.stderr and "Traceback" not in result.stderr

@@ -1,10 +1,6 @@
 """tools/import_weights.py end to end, as a real subprocess into a temporary NLIGHTEN_TF_HOME."""
 
-import os
 import pickle
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,16 +10,7 @@ from nlighten_tf import models
 from nlighten_tf.data.preprocessing import center_crop_and_resize, normalize
 from nlighten_tf.models import weights
 from tests.models.checkpoints import require_checkpoint
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_tool(home, *args):
-    return subprocess.run(
-        [sys.executable, str(REPO / "tools" / "import_weights.py"), *args],
-        capture_output=True, text=True, cwd=REPO, timeout=600,
-        env={**os.environ, weights.HOME_ENV: str(home)},
-    )
+from tests.tools_runner import run_tool
 
 
 def error_lines(result):
@@ -34,7 +21,7 @@ def test_import_then_build_with_imagenet_weights(tmp_path, monkeypatch):
     # Lite1 and Lite2 take the same path (tests/models/test_weights.py converts all three).
     model_name, resolution = "efficientnet_lite0", 224
     require_checkpoint(model_name)
-    result = run_tool(tmp_path, f"--model={model_name}")
+    result = run_tool("tools/import_weights.py", f"--model={model_name}", env={weights.HOME_ENV: str(tmp_path)})
     assert result.returncode == 0, result.stderr
     expected = tmp_path / "weights" / f"{model_name}_imagenet.h5"
     assert result.stdout.strip() == f"wrote {model_name} ImageNet weights to {expected}"
@@ -55,10 +42,9 @@ def test_a_tampered_checkpoint_is_one_error_line_and_runs_nothing(tmp_path):
     checkpoint = package / "models" / "efficientnet-lite0-57934424.pth"
     header = b"".join(pickle.dumps(v, protocol=2) for v in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}))
     checkpoint.write_bytes(header + f"cos\nsystem\n(Vtouch {marker}\ntR.".encode())
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "import_weights.py"), "--model=efficientnet_lite0"],
-        capture_output=True, text=True, cwd=REPO, timeout=600,
-        env={**os.environ, weights.HOME_ENV: str(tmp_path / "home"), "PYTHONPATH": str(tmp_path / "site")},
+    result = run_tool(
+        "tools/import_weights.py", "--model=efficientnet_lite0",
+        env={weights.HOME_ENV: str(tmp_path / "home"), "PYTHONPATH": str(tmp_path / "site")},
     )
     assert result.returncode == 1
     assert error_lines(result) == [
@@ -80,7 +66,7 @@ def test_build_without_imported_weights_says_how_to_get_them(tmp_path, monkeypat
 
 
 def test_bad_model_flag_is_one_clear_line_and_nonzero_exit(tmp_path):
-    result = run_tool(tmp_path, "--model=resnet50")
+    result = run_tool("tools/import_weights.py", "--model=resnet50", env={weights.HOME_ENV: str(tmp_path)})
     assert result.returncode == 2
     assert error_lines(result) == [
         "error: --model: no importable checkpoint for 'resnet50'; importable models: "

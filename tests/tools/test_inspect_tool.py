@@ -1,23 +1,16 @@
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_tool(*args):
-    return subprocess.run(
-        [sys.executable, str(REPO / "tools" / "inspect_tflite.py"), *map(str, args)],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-    )
+from tests.tools_runner import run_tool
 
 
 def test_prints_histogram_weights_and_verdict(export_target, tmp_path):
     out = tmp_path / "inspect.json"
-    result = run_tool(export_target("fp32_sparse"), export_target("fp32"), f"--json_out={out}")
+    result = run_tool(
+        "tools/inspect_tflite.py", export_target("fp32_sparse"), export_target("fp32"), f"--json_out={out}",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "Op histogram" in result.stdout and "| DENSIFY |" in result.stdout
     assert "XNNPACK sparse inference: ELIGIBLE - eligible" in result.stdout
@@ -34,7 +27,7 @@ def test_bad_files_give_one_clear_line(case, tmp_path, export_target):
         path.write_text("hello, this is a text file\n")
     elif case == "truncated":
         path.write_bytes(export_target("fp32").read_bytes()[:5000])
-    result = run_tool(path)
+    result = run_tool("tools/inspect_tflite.py", path, timeout=300)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr

@@ -2,21 +2,18 @@
 written as JSON, markdown and a plot."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.tools.test_optimize_tool import REPO
+from tests.tools_runner import run_tool
 
 
 @pytest.mark.slow
 def test_lottery_tool_writes_rounds_and_controls(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "lottery.py"), "--rounds=1", "--epochs=0.5", "--train_limit=256",
-         "--batch_size=32", f"--output_dir={tmp_path}"],
-        capture_output=True, text=True, cwd=REPO, timeout=900,
-    )  # fmt: skip
+    result = run_tool(
+        "tools/lottery.py", "--rounds=1", "--epochs=0.5", "--train_limit=256", "--batch_size=32",
+        f"--output_dir={tmp_path}", timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rounds = json.loads((tmp_path / "lottery.json").read_text())
     rounds = rounds.get("rounds", rounds) if isinstance(rounds, dict) else rounds

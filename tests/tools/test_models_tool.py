@@ -1,21 +1,10 @@
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_tool(*args):
-    return subprocess.run(
-        [sys.executable, str(REPO / "tools" / "models.py"), *args],
-        capture_output=True, text=True, cwd=REPO, timeout=600, env={**os.environ},
-    )
+from tests.tools_runner import run_tool
 
 
 def test_list_names_every_model():
-    result = run_tool("--list")
+    result = run_tool("tools/models.py", "--list")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     # classifiers + EfficientDet-D0..D2 / -Lite0..4 + 3 segmenters + 2 key-point models (heads.py)
@@ -28,7 +17,9 @@ def test_list_names_every_model():
 
 def test_summary_table_and_json(tmp_path):
     out = tmp_path / "zoo.json"
-    result = run_tool("--summary", "--models=efficientnet_lite0,efficientnet_edgetpu_s", f"--json_out={out}")
+    result = run_tool(
+        "tools/models.py", "--summary", "--models=efficientnet_lite0,efficientnet_edgetpu_s", f"--json_out={out}",
+    )
     assert result.returncode == 0, result.stderr
     assert "| efficientnet_lite0 | 224 | 1000 | 4.65 |" in result.stdout
     rows = json.loads(out.read_text())
@@ -38,7 +29,7 @@ def test_summary_table_and_json(tmp_path):
 
 
 def test_unknown_model_is_one_clear_line_and_nonzero_exit():
-    result = run_tool("--summary", "--models=resnet50")
+    result = run_tool("tools/models.py", "--summary", "--models=resnet50")
     assert result.returncode == 2
     assert "error: --models: unknown model 'resnet50'" in result.stderr
     assert "Traceback" not in result.stderr

@@ -3,18 +3,13 @@ training one model together with MultiWorkerMirroredStrategy, as users scale out
 machine. Both must form the cluster (2 replicas in sync) and end with identical weights."""
 
 import json
-import os
 import socket
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
 
-from tests.tools.test_optimize_tool import REPO
-
-TOOL = REPO / "tools" / "train.py"
+from tests.tools_runner import start_tool
 
 
 def free_ports(n):
@@ -39,14 +34,12 @@ def test_two_workers_train_one_model(tmp_path):
     cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
     workers = []
     for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        log = (tmp_path / f"worker{index}.log").open("w")
-        workers.append(subprocess.Popen(
-            [sys.executable, str(TOOL), "--model=efficientnet_lite0", "--model_option=width_coefficient=0.5",
-             "--model_option=depth_coefficient=0.34", "--model_option=head_filters=128", "--data=digits",
-             "--image_size=32", "--batch_size=32", "--epochs=0.25", "--eval_limit=64", "--strategy=multi_worker",
-             f"--output={tmp_path / f'worker{index}.h5'}"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+        env = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        workers.append(start_tool(
+            "tools/train.py", "--model=efficientnet_lite0", "--model_option=width_coefficient=0.5",
+            "--model_option=depth_coefficient=0.34", "--model_option=head_filters=128", "--data=digits",
+            "--image_size=32", "--batch_size=32", "--epochs=0.25", "--eval_limit=64", "--strategy=multi_worker",
+            f"--output={tmp_path / f'worker{index}.h5'}", log=tmp_path / f"worker{index}.log", env=env,
         ))  # fmt: skip
     try:
         codes = [worker.wait(timeout=600) for worker in workers]

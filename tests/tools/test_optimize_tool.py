@@ -4,15 +4,15 @@ digits, and resume after a crash (SIGKILL) and after Ctrl-C (SIGINT)."""
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-TOOL = REPO / "tools" / "optimize.py"
+from tests.tools_runner import run_tool, start_tool
+
+TOOL = "tools/optimize.py"
 # A Lite-family network small enough for seconds per stage on 2 cores (width 0.5: below it
 # the fixed 32-filter stem and the first block's rounded filters disagree).
 TINY = """
@@ -35,19 +35,6 @@ def write_recipe(path: Path, *stages: str) -> Path:
     return path
 
 
-def run_tool(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True, cwd=REPO, timeout=timeout
-    )
-
-
-def start_tool(log: Path, *args):
-    handle = log.open("w")
-    return subprocess.Popen(
-        [sys.executable, str(TOOL), *map(str, args)], stdout=handle, stderr=subprocess.STDOUT, cwd=REPO
-    )
-
-
 def wait_for(condition, process, timeout=300):
     """Polls the process's own output until `condition` holds (no fixed sleeps)."""
     deadline = time.time() + timeout
@@ -58,7 +45,7 @@ def wait_for(condition, process, timeout=300):
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
-    result = run_tool("--recipe=recipes/quickstart.yaml", f"--output_dir={tmp_path}", "--dry_run",
+    result = run_tool(TOOL, "--recipe=recipes/quickstart.yaml", f"--output_dir={tmp_path}", "--dry_run",
                       "--override=stages.prune.target_sparsity=0.7")
     assert result.returncode == 0, result.stderr
     assert "run 'quickstart'" in result.stdout
@@ -75,7 +62,7 @@ def test_bad_input_is_one_clear_line(tmp_path):
         ("recipes/quickstart.yaml", ["--override=stages.9.epochs=1"], "no stage 9"),
     ]
     for recipe, extra, message in cases:
-        result = run_tool(f"--recipe={recipe}", f"--output_dir={tmp_path}", "--dry_run", *extra)
+        result = run_tool(TOOL, f"--recipe={recipe}", f"--output_dir={tmp_path}", "--dry_run", *extra)
         assert result.returncode == 2, (recipe, extra, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr
         assert result.stderr.count("\n") == 1 or result.stderr.strip().splitlines()[-1].startswith("error:")
@@ -84,7 +71,7 @@ def test_bad_input_is_one_clear_line(tmp_path):
 @pytest.mark.slow
 def test_two_stage_recipe_end_to_end(tmp_path):
     recipe = write_recipe(tmp_path / "e2e.yaml", "train: {epochs: 2, learning_rate: 2e-3}", "export: {targets: [fp32]}")
-    result = run_tool(f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}", "--override=name=e2e")
+    result = run_tool(TOOL, f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}", "--override=name=e2e")
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "runs" / "e2e"
     assert "[01/02 train] done: accuracy" in result.stdout
@@ -106,7 +93,7 @@ def test_two_stage_recipe_end_to_end(tmp_path):
     assert summary["complete"] and [s["stage"] for s in summary["stages"]] == ["01-train"]
     assert not list(run.glob(".*.partial"))
 
-    again = run_tool(f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}", "--override=name=e2e")
+    again = run_tool(TOOL, f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}", "--override=name=e2e")
     assert again.returncode == 2
     assert "already holds a run with completed stages (01-train, 02-export): pass --resume" in again.stderr
 
@@ -120,11 +107,8 @@ def test_channel_prune_then_edgetpu_without_the_compiler(tmp_path):
         "channel_prune: {keep_madds: 0.6, criterion: bn_gamma, epochs_per_step: 0.3}",
         "edgetpu: {calibration_samples: 16}",
     )  # fmt: skip
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}
-    result = subprocess.run(
-        [sys.executable, str(TOOL), f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}"],
-        capture_output=True, text=True, cwd=REPO, timeout=600, env=env,
-    )  # fmt: skip
+    env = {"PATH": os.path.dirname(sys.executable)}
+    result = run_tool(TOOL, f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "runs" / "tiny"
     train = json.loads((run / "01-train" / "metrics.json").read_text())
@@ -162,7 +146,7 @@ def test_resume_after_a_crash_and_after_ctrl_c(tmp_path):
     args = (f"--recipe={recipe}", f"--output_dir={out}")
 
     # 1. Crash (SIGKILL) in the middle of stage 2.
-    crashed = start_tool(tmp_path / "crash.log", *args)
+    crashed = start_tool(TOOL, *args, log=tmp_path / "crash.log")
     partial = run / ".02-prune.partial"
     in_training = f"Epoch 1/{PRUNE_EPOCHS}"
     wait_for(lambda: partial.exists() and in_training in (tmp_path / "crash.log").read_text(), crashed)
@@ -174,7 +158,7 @@ def test_resume_after_a_crash_and_after_ctrl_c(tmp_path):
     content, mtime = first.read_bytes(), first.stat().st_mtime_ns
 
     # 2. Resume, then Ctrl-C during stage 2: exit 130, nothing of stage 2 kept.
-    interrupted = start_tool(tmp_path / "sigint.log", *args, "--resume")
+    interrupted = start_tool(TOOL, *args, "--resume", log=tmp_path / "sigint.log")
     # Ctrl-C as the first epoch starts, i.e. during tf.function tracing, where an immediate
     # KeyboardInterrupt corrupted TensorFlow's state (nlighten_tf/interrupts.py): it must land
     # at the next batch boundary.
@@ -190,7 +174,7 @@ def test_resume_after_a_crash_and_after_ctrl_c(tmp_path):
     assert not (run / "02-prune").exists() and not partial.exists()
 
     # 3. Resume to the end: stage 1 is not repeated, stage 2 completes.
-    result = run_tool(*args, "--resume")
+    result = run_tool(TOOL, *args, "--resume")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[01/02 train] complete, skipped" in result.stdout
     assert "[02/02 prune] done" in result.stdout and "[01/02 train] epochs" not in result.stdout
@@ -207,11 +191,11 @@ def test_resume_refuses_a_changed_recipe(tmp_path):
     run = tmp_path / "runs" / "tiny"
     (run / "01-train").mkdir(parents=True)
     (run / "01-train" / "metrics.json").write_text("{}")
-    dry = run_tool(f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}", "--dry_run")
+    dry = run_tool(TOOL, f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}", "--dry_run")
     assert f"{run}/01-train/  [complete]" in dry.stdout
     (run / "resolved_recipe.yaml").write_text(
         dry.stdout.split("\n\n")[1].replace("epochs: 1.0", "epochs: 2.0", 1)
     )
-    result = run_tool(f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}", "--resume")
+    result = run_tool(TOOL, f"--recipe={recipe}", f"--output_dir={tmp_path / 'runs'}", "--resume")
     assert result.returncode == 2
     assert "--resume: stage 1 (train) completed with different settings" in result.stderr

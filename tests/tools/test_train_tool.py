@@ -1,21 +1,12 @@
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run_tool(*args):
-    return subprocess.run(
-        [sys.executable, str(REPO / "tools" / "train.py"), *map(str, args)],
-        capture_output=True, text=True, cwd=REPO, timeout=600,
-    )
+from tests.tools_runner import run_tool
 
 
 def test_trains_saves_and_reports(tmp_path):
     output = tmp_path / "m.h5"
     result = run_tool(
+        "tools/train.py",
         "--model=mobilenet_v2", "--model_option=width_multiplier=0.35", "--data=digits", "--image_size=32",
         "--epochs=0.3", "--eval_limit=64", f"--output={output}",
     )
@@ -27,6 +18,8 @@ def test_trains_saves_and_reports(tmp_path):
 
 
 def test_bad_option_is_one_clear_line(tmp_path):
-    result = run_tool("--model=mobilenet_v2", "--model_option=depth=2", f"--output={tmp_path / 'm.h5'}")
+    result = run_tool(
+        "tools/train.py", "--model=mobilenet_v2", "--model_option=depth=2", f"--output={tmp_path / 'm.h5'}",
+    )
     assert result.returncode == 2
     assert "unknown option(s) depth for model 'mobilenet_v2'" in result.stderr and "Traceback" not in result.stderr
