@@ -19,6 +19,7 @@ import time
 from absl import app, flags, logging
 
 import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
+from nlighten_tf.errors import NlightenError
 from nlighten_tf.recipes import schema
 
 FLAGS = flags.FLAGS
@@ -52,12 +53,12 @@ def main(argv: list[str]) -> int:
         from nlighten_tf.optimize import training
 
         training.get_strategy("multi_worker")
-    from nlighten_tf.export import atomic
+    from nlighten_tf import io as atomic
 
     try:
         recipe = schema.load(FLAGS.recipe, FLAGS.override)
         atomic.check_output_dir(FLAGS.output_dir, "--output_dir")
-    except (schema.RecipeError, atomic.OutputPathError) as error:
+    except NlightenError as error:
         return _fail(error)
     from nlighten_tf.recipes import runner
 
@@ -65,14 +66,11 @@ def main(argv: list[str]) -> int:
         # Data files, folders, split names and weights files exist: checked before a dry run's
         # plan and before a run loads anything, not minutes into it.
         runner.check_inputs(recipe)
-    except schema.RecipeError as error:
+    except NlightenError as error:
         return _fail(error)
     if FLAGS.dry_run:
         print(runner.plan(recipe, FLAGS.output_dir))
         return 0
-    from nlighten_tf import data
-    from nlighten_tf.models.weights import WeightsError
-
     signal.signal(signal.SIGTERM, _raise_interrupt)
     start = time.time()
     try:
@@ -83,7 +81,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:  # between stages or while loading the data
         print("\ninterrupted; rerun with --resume to continue", file=sys.stderr, flush=True)
         return 130
-    except (schema.RecipeError, runner.RunError, data.DataError, WeightsError, FileNotFoundError) as error:
+    except (NlightenError, FileNotFoundError) as error:
         return _fail(error)
     print()
     print(result.report.read_text())

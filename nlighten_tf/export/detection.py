@@ -213,7 +213,7 @@ def _check_activation_ranges(tflite: bytes) -> None:
     """Refuses degenerate activation ranges, which make the interpreter abort (not raise) in
     ``allocate_tensors``. Seen with QAT detectors converted without calibration data: a BiFPN
     sum (untrained) or a P7 head BatchNorm's MUL (after 3 QAT steps) at scale ~1e-8..5e-7."""
-    from nlighten_tf.bench import flatbuffer
+    from nlighten_tf.litert import flatbuffer
 
     graph = flatbuffer.parse(tflite)
     bad = []
@@ -240,7 +240,7 @@ def order_outputs(tflite: bytes) -> bytes:
     """
     import flatbuffers
 
-    from nlighten_tf.bench import flatbuffer
+    from nlighten_tf.litert import flatbuffer
 
     graph = flatbuffer.parse(tflite)
     model = graph.model

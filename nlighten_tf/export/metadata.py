@@ -32,8 +32,8 @@ from typing import Any
 import flatbuffers
 import numpy as np
 
-from nlighten_tf.bench import flatbuffer
 from nlighten_tf.export import metadata_schema_py_generated as meta_fb
+from nlighten_tf.litert import flatbuffer
 
 METADATA_NAME = "TFLITE_METADATA"  # Model.metadata entry the Task Library looks up
 METADATA_IDENTIFIER = b"M001"

@@ -31,6 +31,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nlighten_tf.errors import NlightenError
+
 if TYPE_CHECKING:
     import numpy as np
     import tf_keras
@@ -40,7 +42,7 @@ DEFAULT_HOME = Path("~/.cache/nlighten_tf")
 IMAGENET = "imagenet"
 
 
-class WeightsError(ValueError):
+class WeightsError(NlightenError, ValueError):
     """Weights cannot be found, converted or loaded; the message names the file or layer at
     fault and how to fix it, on one line. A ``ValueError`` so that generic option validation
     (and the CLI) catch it."""

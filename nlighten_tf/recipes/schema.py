@@ -23,13 +23,15 @@ from typing import Any
 
 import yaml
 
+from nlighten_tf.errors import NlightenError
+
 STAGE_TYPES = ("train", "transfer", "distill", "channel_prune", "prune", "cluster", "qat", "lottery", "lowrank", "export", "benchmark", "edgetpu")
 # Stages that (re)train or replace the weights; export/benchmark/edgetpu only read them.
 TRAINING_STAGES = frozenset({"train", "transfer", "distill", "channel_prune", "prune", "cluster", "qat", "lottery", "lowrank"})
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class RecipeError(ValueError):
+class RecipeError(NlightenError, ValueError):
     """A recipe that cannot run; the message says where (file, stage, key) and why, on one line."""
 
 

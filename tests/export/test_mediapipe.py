@@ -1,6 +1,6 @@
 """MediaPipe Tasks, the client an Android app uses, on our exports: it must load every file
 docs/deployment.md says it loads, read labels and normalisation from our metadata, and compute
-what our own interpreter (`bench.runtime.load`, XNNPACK as MediaPipe's CPU path) computes on the
+what our own interpreter (`litert.runtime.load`, XNNPACK as MediaPipe's CPU path) computes on the
 same pixels. Real images: scikit-learn's handwritten digits (the classifier's domain) and
 scikit-image's photos (resize/crop behaviour, detector).
 
@@ -19,8 +19,9 @@ import pytest
 import tensorflow as tf
 from skimage import data as skdata
 
-from nlighten_tf.bench import runtime
-from nlighten_tf.export import clients, metadata, targets
+from nlighten_tf.bench import clients
+from nlighten_tf.export import metadata, targets
+from nlighten_tf.litert import runtime
 from nlighten_tf.recipes import schema
 
 mp = pytest.importorskip(

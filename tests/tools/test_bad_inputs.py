@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nlighten_tf.export import atomic
+from nlighten_tf import io as atomic
 from nlighten_tf.recipes import runner, schema
 
 REPO = Path(__file__).resolve().parents[2]

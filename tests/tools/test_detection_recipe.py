@@ -61,8 +61,8 @@ def test_detection_recipe_runs_end_to_end(tmp_path):
     assert "mAP@0.5" in result.stdout
 
     # The int8 file of the QAT model: post-process op at the end, int8 convolutions, and it runs.
-    from nlighten_tf.bench import flatbuffer, runtime
     from nlighten_tf.export import detection as export_detection
+    from nlighten_tf.litert import flatbuffer, runtime
 
     path = run / exports["int8"]["file"]
     graph = flatbuffer.parse(path.read_bytes())
