@@ -20,7 +20,7 @@ from absl import app, flags, logging
 
 import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
 from nlighten_tf.errors import NlightenError
-from nlighten_tf.recipes import schema
+from nlighten_tf.recipes import loader
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("recipe", "recipes/quickstart.yaml", "The recipe YAML file.")
@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
     from nlighten_tf import io as atomic
 
     try:
-        recipe = schema.load(FLAGS.recipe, FLAGS.override)
+        recipe = loader.load(FLAGS.recipe, FLAGS.override)
         atomic.check_output_dir(FLAGS.output_dir, "--output_dir")
     except NlightenError as error:
         return _fail(error)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from nlighten_tf.keras_io import load_keras
-from nlighten_tf.recipes import runner, schema
+from nlighten_tf.recipes import loader, runner, schema
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = """\
@@ -27,7 +27,7 @@ def recipe_dict(*stages, include_top="false", extra=""):
 
 
 def test_shipped_flowers_recipe():
-    recipe = schema.load(REPO / "recipes" / "transfer_lite0_flowers.yaml")
+    recipe = loader.load(REPO / "recipes" / "transfer_lite0_flowers.yaml")
     assert recipe.data.spec == "tfds:tf_flowers"
     assert recipe.model.weights == "imagenet" and recipe.model.options["include_top"] is False
     assert [s.type for s in recipe.stages] == ["transfer", "export", "prune", "export"]

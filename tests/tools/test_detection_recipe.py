@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nlighten_tf.recipes import schema
+from nlighten_tf.recipes import loader, schema
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "tools" / "optimize.py"
@@ -95,7 +95,7 @@ def test_shipped_detection_recipe_plans_with_the_voc_override(tmp_path):
     covered by tests/tools/test_optimize_tool.py, and the run above goes through the tool."""
     from nlighten_tf.recipes import runner
 
-    loaded = schema.load(RECIPE, ["data.spec=tfds:voc/2012", "data.eval_split=validation"])
+    loaded = loader.load(RECIPE, ["data.spec=tfds:voc/2012", "data.eval_split=validation"])
     assert loaded.data.spec == "tfds:voc/2012"
     text = runner.plan(loaded, tmp_path)
     assert "05-edgetpu" in text and "[to run]" in text
