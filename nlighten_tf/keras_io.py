@@ -20,7 +20,11 @@ def load_keras(path: str | os.PathLike[str]):
 
     from nlighten_tf.optimize import quantize
 
-    with tfmot.sparsity.keras.prune_scope(), tfmot.clustering.keras.cluster_scope(), quantize.quantize_scope():
+    with (
+        tfmot.sparsity.keras.prune_scope(),
+        tfmot.clustering.keras.cluster_scope(),
+        quantize.quantize_scope(),
+    ):
         return tf_keras.models.load_model(path, compile=False)
 
 

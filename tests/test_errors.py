@@ -13,7 +13,11 @@ from pathlib import Path
 from nlighten_tf.errors import NlightenError
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "nlighten_tf"
-BUILTIN_EXCEPTIONS = {name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)}
+BUILTIN_EXCEPTIONS = {
+    name
+    for name, value in vars(builtins).items()
+    if isinstance(value, type) and issubclass(value, BaseException)
+}
 # Not errors: a Ctrl-C/SIGTERM during a run, which tools report with exit 130 and a --resume hint.
 NOT_ERRORS = {"RunInterrupted"}
 
@@ -28,7 +32,10 @@ def exception_classes(package_dir: Path = PACKAGE_DIR) -> dict[str, tuple[str, s
     for path in sorted(package_dir.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ClassDef):
-                classes[node.name] = (str(path.relative_to(package_dir.parent)), {_base_name(b) for b in node.bases})
+                classes[node.name] = (
+                    str(path.relative_to(package_dir.parent)),
+                    {_base_name(b) for b in node.bases},
+                )
     exceptions = set(BUILTIN_EXCEPTIONS)
     changed = True
     while changed:  # transitive: a subclass of a package error is an error

@@ -70,7 +70,9 @@ def subpackage_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     collapsed: dict[str, set[str]] = {}
     for module, targets in graph.items():
         unit = subpackage_of(module)
-        collapsed.setdefault(unit, set()).update(subpackage_of(t) for t in targets if subpackage_of(t) != unit)
+        collapsed.setdefault(unit, set()).update(
+            subpackage_of(t) for t in targets if subpackage_of(t) != unit
+        )
     return collapsed
 
 
