@@ -39,9 +39,9 @@ import nlighten_tf  # noqa: E402,F401  (legacy Keras before TensorFlow)
 from benchmarks import common  # noqa: E402
 from nlighten_tf import models  # noqa: E402
 from nlighten_tf.bench import latency  # noqa: E402
-from nlighten_tf.bench.report import markdown_table  # noqa: E402
 from nlighten_tf.export import tflite  # noqa: E402
 from nlighten_tf.optimize import channel_prune  # noqa: E402
+from nlighten_tf.render import markdown_table  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("latency", True, "Measure the latency study.")
@@ -154,9 +154,10 @@ def latency_study() -> tuple[dict, str]:
 def fashion_study() -> tuple[dict, str]:
     from nlighten_tf import data
     from nlighten_tf.bench import accuracy
+    from nlighten_tf.keras_io import load_keras
     from nlighten_tf.optimize import training
     from nlighten_tf.optimize.distill import DistillConfig
-    from nlighten_tf.recipes.runner import keras_verbosity, load_keras
+    from nlighten_tf.recipes.runner import keras_verbosity
 
     model_name, size = "efficientnet_lite0", 32
     common_args = dict(image_size=size, batch_size=128, model=model_name, cache=True)

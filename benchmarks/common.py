@@ -11,7 +11,7 @@ import numpy as np
 import tf_keras
 from tf_keras import layers
 
-from nlighten_tf.export import atomic
+from nlighten_tf import io as atomic
 from nlighten_tf.optimize.selection import is_pointwise_conv
 
 

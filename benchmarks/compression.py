@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nlighten_tf  # noqa: E402,F401  (legacy Keras before TensorFlow)
 from benchmarks import common  # noqa: E402
 from nlighten_tf import data, models  # noqa: E402
-from nlighten_tf.bench import inspect  # noqa: E402
-from nlighten_tf.bench.report import markdown_table  # noqa: E402
+from nlighten_tf.bench import tflite_inspection  # noqa: E402
 from nlighten_tf.export import tflite  # noqa: E402
+from nlighten_tf.render import markdown_table  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "efficientnet_lite0", "Zoo model.")
@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
             path = Path(tmp) / f"{label.replace(' ', '_').replace('%', '')}.tflite"
             tflite.export(model, path, target, representative_dataset=calibration, sidecar=False)
             raw = path.read_bytes()
-            report = inspect.inspect_file(path)
+            report = tflite_inspection.inspect_file(path)
             total = sum(w.size for w in report.weights)
             rows.append({
                 "variant": label, "target": target, "bytes": len(raw), "gzip bytes": len(gzip.compress(raw, 9, mtime=0)),

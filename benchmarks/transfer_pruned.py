@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nlighten_tf  # noqa: E402,F401  (legacy Keras before TensorFlow)
 from benchmarks import common  # noqa: E402
-from nlighten_tf.bench.report import markdown_table  # noqa: E402
+from nlighten_tf.render import markdown_table  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sparsities", ["0", "0.5", "0.75"], "Target sparsities of the backbone's Conv2D kernels.")

@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nlighten_tf  # noqa: E402,F401  (legacy Keras before TensorFlow)
 from benchmarks import common  # noqa: E402
 from nlighten_tf import models  # noqa: E402
-from nlighten_tf.bench import devices, inspect, latency  # noqa: E402
-from nlighten_tf.bench.report import markdown_table  # noqa: E402
+from nlighten_tf.bench import devices, latency, tflite_inspection  # noqa: E402
 from nlighten_tf.export import tflite  # noqa: E402
+from nlighten_tf.render import markdown_table  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["mobilenet_v2", "efficientnet_lite0"], "Zoo models to measure.")
@@ -136,7 +136,7 @@ def main(argv: list[str]) -> int:
             for sparse_ready in (True, False) if FLAGS.control else (True,):
                 print(f"{name} sparse_ready={sparse_ready}: exporting ...", flush=True)
                 paths = export_variants(name, sparse_ready, sparsities, Path(tmp))
-                verdicts = {k: inspect.inspect_file(p).eligibility for k, p in paths.items() if k != "dense"}
+                verdicts = {k: tflite_inspection.inspect_file(p).eligibility for k, p in paths.items() if k != "dense"}
                 sizes = {k: p.stat().st_size for k, p in paths.items()}
                 for t in threads:
                     print(f"  measuring {t} thread(s) ...", flush=True)

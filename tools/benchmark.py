@@ -21,9 +21,10 @@ import sys
 from absl import app, flags
 
 import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
-from nlighten_tf.bench import devices, runtime, suite
-from nlighten_tf.bench.flatbuffer import TFLiteFileError
-from nlighten_tf.export import atomic
+from nlighten_tf import io as atomic
+from nlighten_tf.bench import devices, suite
+from nlighten_tf.errors import NlightenError
+from nlighten_tf.litert import runtime
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("tflite", [], "Comma-separated .tflite files; the first is the baseline of every ratio.")
@@ -58,7 +59,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         atomic.check_output_dir(FLAGS.output_dir, "--output_dir")  # before minutes of timing, not after
-    except atomic.OutputPathError as error:
+    except NlightenError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
@@ -68,7 +69,7 @@ def main(argv: list[str]) -> int:
             devices=FLAGS.device, device_runs=FLAGS.device_runs, device_warmup=FLAGS.device_warmup,
             paths=FLAGS.paths, keras_model=FLAGS.keras_model,
         )  # fmt: skip
-    except (TFLiteFileError, runtime.RuntimeUnavailable, devices.DeviceUnavailable, devices.DeviceError, ValueError) as error:
+    except (NlightenError, ValueError) as error:  # ValueError: the suite's own argument checks
         print(f"error: {error}", file=sys.stderr)
         return 2
     for warning in result.get("warnings", []):

@@ -65,7 +65,7 @@ def _ratios(items: list[str], flag: str) -> dict[str, float]:
 
 def _load(path: str):
     """The saved Keras model at `path`; ValueError naming the file if it is not one."""
-    from nlighten_tf.recipes.runner import load_keras
+    from nlighten_tf.keras_io import load_keras
 
     try:
         return load_keras(Path(path))
@@ -81,10 +81,12 @@ def main(argv: list[str]) -> int:
     import tf_keras
 
     from nlighten_tf import data, models
-    from nlighten_tf.export import atomic
+    from nlighten_tf import io as atomic
+    from nlighten_tf.errors import NlightenError
+    from nlighten_tf.keras_io import save_model
     from nlighten_tf.optimize import channel_prune, training
     from nlighten_tf.optimize.distill import DistillConfig
-    from nlighten_tf.recipes.runner import keras_verbosity, save_model
+    from nlighten_tf.recipes.runner import keras_verbosity
     from nlighten_tf.recipes.schema import check_model_options
 
     name = Path(FLAGS.keras_model).stem if FLAGS.keras_model else FLAGS.model
@@ -129,7 +131,7 @@ def main(argv: list[str]) -> int:
         # whose accuracy is reported. Otherwise the eval split only shows progress per step.
         validation = None if config.allocation == "sensitivity" else evaluation
         result = channel_prune.channel_prune(model, config, train, validation, train_config, log=print)
-    except (ValueError, RuntimeError) as error:  # bad flags/targets/layer names, data errors, unmet budget
+    except (NlightenError, ValueError, RuntimeError) as error:  # data errors; bad flags/targets/layer names, unmet budget
         return _fail(error)
     results = training.evaluate(result.model, evaluation)
     try:

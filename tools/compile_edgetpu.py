@@ -18,8 +18,9 @@ from pathlib import Path
 from absl import app, flags
 
 import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
-from nlighten_tf.bench.flatbuffer import TFLiteFileError
 from nlighten_tf.edgetpu import compiler
+from nlighten_tf.errors import NlightenError
+from nlighten_tf.litert.flatbuffer import TFLiteFileError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("tflite", None, "The .tflite to compile (a positional argument works too); export target edgetpu.")
@@ -48,9 +49,9 @@ def main(argv: list[str]) -> int:
             path, FLAGS.output_dir, num_segments=FLAGS.num_segments, min_runtime_version=FLAGS.min_runtime_version,
             timeout=FLAGS.timeout, analysis_only=FLAGS.analysis_only,
         )  # fmt: skip
-    except TFLiteFileError as error:
+    except TFLiteFileError as error:  # bad input: exit 2; the compiler failing is exit 1
         return _fail(str(error))
-    except (compiler.CompileError, OSError) as error:
+    except (NlightenError, OSError) as error:
         return _fail(str(error), 1)
     output_dir = Path(FLAGS.output_dir)
     if FLAGS.json:

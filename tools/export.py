@@ -50,11 +50,12 @@ def main(argv: list[str]) -> int:
         return _fail(f"--keras_model {FLAGS.keras_model}: no such file or directory")
     if FLAGS.labels and not Path(FLAGS.labels).is_file():
         return _fail(f"--labels {FLAGS.labels}: no such file")
-    from nlighten_tf.export import atomic
+    from nlighten_tf import io as atomic
+    from nlighten_tf.errors import NlightenError
 
     try:
         atomic.check_output_dir(FLAGS.output_dir, "--output_dir")
-    except atomic.OutputPathError as error:
+    except NlightenError as error:
         return _fail(str(error))
     from nlighten_tf import data, models
     from nlighten_tf.export import metadata, tflite
@@ -91,20 +92,16 @@ def main(argv: list[str]) -> int:
                 print(f"  note: {note}")
             print("  " + result.summary.replace("\n", "\n  "))
             print(f"wrote {result.path} ({result.size_bytes:,} bytes) and {result.sidecar}")
-    except (ValueError, OSError, data.DataError) as error:
+    except (NlightenError, ValueError, OSError) as error:
         return _fail(" ".join(str(error).split())[:1000])
     return 0
 
 
 def _load_keras(path: str):
-    import tensorflow_model_optimization as tfmot
-    import tf_keras
-
-    from nlighten_tf.optimize import quantize
+    from nlighten_tf.keras_io import load_keras
 
     try:
-        with tfmot.sparsity.keras.prune_scope(), tfmot.clustering.keras.cluster_scope(), quantize.quantize_scope():
-            return tf_keras.models.load_model(path, compile=False)
+        return load_keras(path)
     except (OSError, ValueError, TypeError) as error:  # not HDF5/SavedModel, truncated, unknown layer
         raise ValueError(
             f"--keras_model {path}: not a loadable tf_keras model ({' '.join(str(error).split())[:300]})"

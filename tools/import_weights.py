@@ -17,7 +17,8 @@ import sys
 from absl import app, flags
 
 import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
-from nlighten_tf.models import weights
+from nlighten_tf.errors import NlightenError
+from nlighten_tf.models import checkpoint_import, weights
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -38,8 +39,8 @@ def main(argv: list[str]) -> int:
         )
         return 2
     try:
-        path = weights.convert(FLAGS.model, FLAGS.output)
-    except weights.WeightsError as error:
+        path = checkpoint_import.convert(FLAGS.model, FLAGS.output)
+    except NlightenError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"wrote {FLAGS.model} ImageNet weights to {path}")

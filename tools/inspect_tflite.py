@@ -1,7 +1,7 @@
 """Looks inside `.tflite` files: op histogram, weights (dtype, shape, sparsity, clusters,
 sparse storage), XNNPACK coverage and the XNNPACK sparse-inference eligibility verdict.
 
-  python tools/inspect_tflite.py model.tflite [other.tflite ...] [--json_out=inspect.json]
+  python tools/inspect_tflite.py model.tflite [other.tflite ...] [--json_out=tflite_inspection.json]
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import sys
 from absl import app, flags
 
 import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
-from nlighten_tf.bench import inspect
-from nlighten_tf.bench.flatbuffer import TFLiteFileError
-from nlighten_tf.export import atomic
+from nlighten_tf import io as atomic
+from nlighten_tf.bench import tflite_inspection
+from nlighten_tf.errors import NlightenError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("tflite", [], "Files to inspect (positional arguments work too).")
@@ -29,17 +29,17 @@ def main(argv: list[str]) -> int:
     if FLAGS.json_out:
         try:
             atomic.check_output_file(FLAGS.json_out, "--json_out")
-        except atomic.OutputPathError as error:
+        except NlightenError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
     reports = []
     for path in paths:
         try:
-            report = inspect.inspect_file(path)
-        except TFLiteFileError as error:
+            report = tflite_inspection.inspect_file(path)
+        except NlightenError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        print(inspect.format_report(report, FLAGS.max_weights))
+        print(tflite_inspection.format_report(report, FLAGS.max_weights))
         print()
         reports.append(report.as_dict())
     if FLAGS.json_out:

@@ -41,7 +41,8 @@ def main(argv: list[str]) -> int:
     import tf_keras
 
     from nlighten_tf import data, models
-    from nlighten_tf.export import atomic
+    from nlighten_tf import io as atomic
+    from nlighten_tf.errors import NlightenError
     from nlighten_tf.optimize import lottery, training
     from nlighten_tf.optimize.selection import LayerSelection
     from nlighten_tf.recipes import report
@@ -65,7 +66,7 @@ def main(argv: list[str]) -> int:
         tf_keras.utils.set_random_seed(FLAGS.seed)
         model = models.build(FLAGS.model, input_shape=(FLAGS.image_size, FLAGS.image_size, 3),
                              num_classes=info.num_classes, **options)  # fmt: skip
-    except ValueError as error:
+    except (NlightenError, ValueError) as error:  # ValueError: the configs' argument checks
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
 
@@ -76,7 +77,7 @@ def main(argv: list[str]) -> int:
 
     try:
         rounds = lottery.lottery(model, train, evaluation, config, train_config, on_round=on_round)
-    except training.TrainingDiverged as error:
+    except NlightenError as error:  # training diverged
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     for kind, path in report.write_lottery(rounds, FLAGS.output_dir).items():

@@ -11,9 +11,10 @@ import sys
 from absl import app, flags
 
 import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
-from nlighten_tf.bench.report import markdown_table
-from nlighten_tf.export import atomic
+from nlighten_tf import io as atomic
+from nlighten_tf.errors import NlightenError
 from nlighten_tf.models import registry, summary
+from nlighten_tf.render import markdown_table
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("list", False, "Print the registered model names, one per line.")
@@ -39,7 +40,7 @@ def main(argv: list[str]) -> int:
         if FLAGS.json_out:
             try:  # before building every model, not after
                 atomic.check_output_file(FLAGS.json_out, "--json_out")
-            except atomic.OutputPathError as error:
+            except NlightenError as error:
                 print(f"error: {error}", file=sys.stderr)
                 return 2
         rows = summary.zoo_table(names, progress=lambda n: print(f"building {n} ...", file=sys.stderr, flush=True))

@@ -19,7 +19,8 @@ from absl import app, flags, logging
 
 import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
 from nlighten_tf import interrupts
-from nlighten_tf.recipes import schema
+from nlighten_tf.errors import NlightenError
+from nlighten_tf.recipes import loader
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("recipe", "recipes/quickstart.yaml", "The recipe YAML file.")
@@ -40,9 +41,8 @@ def _fail(message: str) -> int:
 
 def main(argv: list[str]) -> int:
     try:
-        # From here on, Ctrl-C and SIGTERM (a scheduler stopping the job) are blocked in every
-        # thread TensorFlow will start and take effect at the next batch or stage boundary
-        # (nlighten_tf/interrupts.py explains why).
+        # Ctrl-C and SIGTERM (a scheduler stopping the job) take effect at the next batch or
+        # stage boundary, never inside TensorFlow's tracing (nlighten_tf/interrupts.py).
         with interrupts.deferred():
             return _optimize(argv)
     except KeyboardInterrupt:  # outside a stage, or a second Ctrl-C
@@ -59,12 +59,12 @@ def _optimize(argv: list[str]) -> int:
         from nlighten_tf.optimize import training
 
         training.get_strategy("multi_worker")
-    from nlighten_tf.export import atomic
+    from nlighten_tf import io as atomic
 
     try:
-        recipe = schema.load(FLAGS.recipe, FLAGS.override)
+        recipe = loader.load(FLAGS.recipe, FLAGS.override)
         atomic.check_output_dir(FLAGS.output_dir, "--output_dir")
-    except (schema.RecipeError, atomic.OutputPathError) as error:
+    except NlightenError as error:
         return _fail(error)
     from nlighten_tf.recipes import runner
 
@@ -72,21 +72,18 @@ def _optimize(argv: list[str]) -> int:
         # Data files, folders, split names and weights files exist: checked before a dry run's
         # plan and before a run loads anything, not minutes into it.
         runner.check_inputs(recipe)
-    except schema.RecipeError as error:
+    except NlightenError as error:
         return _fail(error)
     if FLAGS.dry_run:
         print(runner.describe_run(recipe, FLAGS.output_dir))
         return 0
-    from nlighten_tf import data
-    from nlighten_tf.models.weights import WeightsError
-
     start = time.time()
     try:
         result = runner.run(recipe, FLAGS.output_dir, resume=FLAGS.resume, strategy=FLAGS.strategy)
     except runner.RunInterrupted as error:
         print(f"\n{error}", file=sys.stderr, flush=True)
         return 130
-    except (schema.RecipeError, runner.RunError, data.DataError, WeightsError, FileNotFoundError) as error:
+    except (NlightenError, FileNotFoundError) as error:
         return _fail(error)
     print()
     print(result.report.read_text())

@@ -56,10 +56,12 @@ def main(argv: list[str]) -> int:
     import tf_keras
 
     from nlighten_tf import data, models
-    from nlighten_tf.export import atomic
+    from nlighten_tf import io as atomic
+    from nlighten_tf.errors import NlightenError
+    from nlighten_tf.keras_io import save_model
     from nlighten_tf.optimize import training
     from nlighten_tf.recipes.overrides import parse_key_values
-    from nlighten_tf.recipes.runner import keras_verbosity, save_model
+    from nlighten_tf.recipes.runner import keras_verbosity
     from nlighten_tf.recipes.schema import check_model_options
 
     output = Path(FLAGS.output or f"trained/{FLAGS.model}.h5")
@@ -83,7 +85,7 @@ def main(argv: list[str]) -> int:
             FLAGS.model, input_shape=(FLAGS.image_size, FLAGS.image_size, 3), num_classes=info.num_classes,
             weights=FLAGS.weights, **options,
         )  # fmt: skip
-    except ValueError as error:  # DataError, WeightsError, unknown model/option, bad config
+    except (NlightenError, ValueError) as error:  # ValueError: unknown model/option, bad config
         return _fail(error)
     print(f"training {FLAGS.model} ({models.count_params(model):,} parameters) on {FLAGS.data} "
           f"({info.num_examples:,} examples, {info.num_classes} classes) for {FLAGS.epochs:g} epochs")  # fmt: skip
@@ -93,7 +95,7 @@ def main(argv: list[str]) -> int:
     start = time.time()
     try:
         model, history = training.fit(model, train, config, strategy=FLAGS.strategy)
-    except training.TrainingDiverged as error:
+    except NlightenError as error:  # training diverged
         return _fail(error)
     results = training.evaluate(model, evaluation)
     try:

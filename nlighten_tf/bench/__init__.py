@@ -1,1 +1,1 @@
-"""Measuring what ships: runtimes, latency, accuracy, inspection and reports."""
+"""Measuring what ships: latency, accuracy, agreement across runtime paths, `.tflite` inspection and client checks."""

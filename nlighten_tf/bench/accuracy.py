@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from nlighten_tf.bench import flatbuffer
-from nlighten_tf.bench import runtime as runtime_lib
-from nlighten_tf.bench.flatbuffer import read_bytes
+from nlighten_tf.litert import flatbuffer
+from nlighten_tf.litert import runtime as runtime_lib
+from nlighten_tf.litert.flatbuffer import read_bytes
 
 
 def declared_preprocessing(model: str | os.PathLike[str]) -> str | None:

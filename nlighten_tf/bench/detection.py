@@ -144,7 +144,7 @@ def evaluate_tflite(
 ) -> dict[str, float | int | str]:
     """mAP of an exported detector (`export.detection.export_detector`) run in the interpreter
     (XNNPACK off: the reference kernels, as the accuracy evaluator does for int8)."""
-    from nlighten_tf.bench import runtime as runtimes
+    from nlighten_tf.litert import runtime as runtimes
 
     image_shape = _image_shape(dataset)
     loaded = runtimes.load(model, runtime=runtime, xnnpack=False)

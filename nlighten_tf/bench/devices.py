@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from nlighten_tf.errors import NlightenError
+
 HOST = "host"
 EMULATED_NOTE = "emulated: relative figures only"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -67,11 +69,11 @@ RUNNER = Path(__file__).with_name("device_runner.py")
 BUILD_COMMAND = "make device-rpi  (or: python -m nlighten_tf.bench.devices build rpi-aarch64)"
 
 
-class DeviceUnavailable(RuntimeError):
+class DeviceUnavailable(NlightenError, RuntimeError):
     """The device environment is not built (or cannot be); the message says why and how."""
 
 
-class DeviceError(RuntimeError):
+class DeviceError(NlightenError, RuntimeError):
     """The device-side run failed; the message carries the device's own last error line."""
 
 
@@ -396,8 +398,8 @@ def run_models(
             spec["models"].append(entry)
         (tmp_path / "spec.json").write_text(json.dumps(spec))
         out_json = tmp_path / "result.json"
-        # A copy, run from a directory of its own: next to this file, nlighten_tf/bench/inspect.py
-        # would shadow the standard library's `inspect` on the device's sys.path.
+        # A copy, run from a directory of its own: on the device's sys.path, the package's modules
+        # next to this file could shadow a standard-library module of the same name.
         runner = tmp_path / RUNNER.name
         shutil.copyfile(RUNNER, runner)
         run_python(directory, device, [str(runner), str(tmp_path / "spec.json"), str(out_json)], timeout=timeout)

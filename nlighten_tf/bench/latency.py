@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from nlighten_tf.bench import runtime as runtime_lib
+from nlighten_tf.litert import runtime as runtime_lib
 
 
 @dataclasses.dataclass

@@ -24,7 +24,7 @@ def _rss_mb() -> float:
 
 def main(argv: list[str]) -> None:
     model, runtime, xnnpack, threads, runs = argv[1], argv[2], argv[3] == "1", int(argv[4]), int(argv[5])
-    from nlighten_tf.bench import runtime as runtime_lib
+    from nlighten_tf.litert import runtime as runtime_lib
 
     runtime_lib._interpreter_module(runtime)  # the runtime's own memory is not the model's
     baseline = _rss_mb()

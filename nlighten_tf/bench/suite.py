@@ -23,11 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from nlighten_tf import io as atomic
+from nlighten_tf import render
 from nlighten_tf.bench import accuracy as accuracy_lib
 from nlighten_tf.bench import devices as devices_lib
-from nlighten_tf.bench import flatbuffer, latency, report
-from nlighten_tf.bench import runtime as runtime_lib
-from nlighten_tf.export import atomic
+from nlighten_tf.bench import latency
+from nlighten_tf.litert import flatbuffer
+from nlighten_tf.litert import runtime as runtime_lib
 
 # Every row of `result["rows"]` has these keys (None where not measured).
 ROW_FIELDS = (
@@ -302,11 +304,11 @@ def paths_markdown(result: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for entry in result.get("paths", []):
         lines += ["", f"`{entry['name']}` on {entry['inputs']}:", ""]
-        lines.append(report.markdown_table(
+        lines.append(render.markdown_table(
             [{"path": p, "top1 %": percent(a["top1"]), "top5 %": percent(a["top5"]), "examples": a["examples"],
               "runtime": a["runtime"]} for p, a in entry["accuracy"].items()],
         ))  # fmt: skip
-        lines += ["", report.markdown_table([
+        lines += ["", render.markdown_table([
             {"paths": f"{p['a']} vs {p['b']}", "top-1 agreement %": percent(p["top1_agreement"]),
              "max abs output diff": p["max_abs_diff"], "bit-exact": "yes" if p["bit_exact"] else "no"}
             for p in entry["agreement"]
@@ -326,7 +328,7 @@ def markdown(result: dict[str, Any]) -> str:
         "within each device. Latency in ms, sizes in bytes, RSS in MB"
         + (f"; accuracy on {settings['data']} {settings['split']}." if settings["data"] else "."),
         "",
-        report.markdown_table(display_rows(result["rows"]), TABLE_COLUMNS),
+        render.markdown_table(display_rows(result["rows"]), TABLE_COLUMNS),
     ]
     lines += paths_markdown(result)
     if result.get("notes"):
@@ -347,7 +349,7 @@ def write(result: dict[str, Any], output_dir: str | os.PathLike[str]) -> dict[st
     for device in result["settings"].get("devices", [devices_lib.HOST]):
         device_rows = [r for r in result["rows"] if r.get("device", devices_lib.HOST) == device]
         host = device == devices_lib.HOST
-        png = report.plot_latency_bars(
+        png = render.plot_latency_bars(
             device_rows, str(out / ("latency.png" if host else f"latency_{device}.png")),
             title="Latency per inference" + ("" if host else f" on {device} ({devices_lib.EMULATED_NOTE})"),
         )  # fmt: skip
@@ -356,7 +358,7 @@ def write(result: dict[str, Any], output_dir: str | os.PathLike[str]) -> dict[st
     first_threads = [r for r in result["rows"] if r["threads"] == result["settings"]["threads"][0]]
     if len({r.get("device") for r in first_threads}) > 1:
         first_threads = [{**r, "name": f"{r['name']} ({r['device']})"} for r in first_threads]
-    accuracy_png = report.plot_accuracy_vs_size(first_threads, str(out / "accuracy_vs_size.png"))
+    accuracy_png = render.plot_accuracy_vs_size(first_threads, str(out / "accuracy_vs_size.png"))
     if accuracy_png:
         written["accuracy_plot"] = accuracy_png
     return written

@@ -11,8 +11,9 @@ Segmentation masks (``shapes``, ``tfds:oxford_iiit_pet``): `load_segmentation`
 from __future__ import annotations
 
 from nlighten_tf.data.augment import AugmentConfig, parse_augment
+from nlighten_tf.data.dataset_info import DatasetInfo
 from nlighten_tf.data.errors import DataError
-from nlighten_tf.data.pipeline import DatasetInfo, load, load_raw, representative_dataset
+from nlighten_tf.data.pipeline import load, load_raw, representative_dataset
 from nlighten_tf.data.preprocessing import (
     DEFAULT_SCHEME,
     MIN_IMAGE_SIZE,

@@ -238,13 +238,13 @@ def load_detection(
     max_boxes: int | None = None,
     shapes_config: shapes.ShapesConfig | None = None,
 ):
-    """A batched, prefetched detection dataset (module doc) and its `pipeline.DatasetInfo`.
+    """A batched, prefetched detection dataset (module doc) and its `DatasetInfo`.
 
     ``shapes`` ignores ``data_dir``/``download`` and is drawn with ``seed`` (default 0; None
     means 0). ``max_boxes`` is the number of annotation rows per image (more boxes are cut):
     by default ``DEFAULT_MAX_BOXES`` for TFDS sets and the config's ``max_objects`` for shapes.
     """
-    from nlighten_tf.data.pipeline import DatasetInfo
+    from nlighten_tf.data.dataset_info import DatasetInfo
 
     image_size = check_image_size(image_size)
     batch_size = check_batch_size(batch_size)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -12,6 +10,7 @@ import tensorflow as tf
 
 from nlighten_tf.data import detection, digits, fashion_mnist, folder, tfds_source
 from nlighten_tf.data.augment import AugmentConfig, Augmenter, parse_augment
+from nlighten_tf.data.dataset_info import DatasetInfo
 from nlighten_tf.data.errors import DataError
 from nlighten_tf.data.preprocessing import (
     check_batch_size,
@@ -25,29 +24,6 @@ from nlighten_tf.data.raw import RawSplit, check_limit
 from nlighten_tf.data.specs import is_training_split, parse_spec
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    spec: str
-    split: str  # canonical split string (aliases such as "val" resolved)
-    num_classes: int
-    class_names: tuple[str, ...]
-    num_examples: int  # after slicing, `limit` and skipped files
-    source: str  # where the data came from, for people
-    image_size: int | None = None  # None for load_raw
-    batch_size: int | None = None
-    preprocessing: str | None = None  # normalisation scheme; None for load_raw
-    crop: bool = False  # whether the evaluation transform centre-crops
-    augment: str = "none"
-    one_hot: bool = False  # labels are one-hot float32 vectors instead of int64 indices
-    skipped: tuple[str, ...] = ()  # unreadable files left out under on_corrupt="skip"
-    # Detection sets (data/detection.py): labels are keras-cv box dicts in this format.
-    box_format: str | None = None
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(self.num_examples / (self.batch_size or 1))
 
 
 def open_raw(

@@ -193,14 +193,14 @@ def load_segmentation(
     pet_border: str = "ignore",
 ):
     """A batched, prefetched ``(images, masks)`` dataset (module doc) and its
-    `pipeline.DatasetInfo` (``class_names`` starts with ``"background"``).
+    `DatasetInfo` (``class_names`` starts with ``"background"``).
 
     ``spec``: ``shapes`` or ``tfds:oxford_iiit_pet``. Arguments as `nlighten_tf.data.load`;
     ``shapes`` ignores ``data_dir``/``download`` and is drawn with ``seed`` (None means 0) and
     ``shapes_config`` (default `detection.shapes_config_for(image_size)`). ``pet_border``:
     ``"ignore"`` (border pixels = `IGNORE_LABEL`) or ``"pet"``.
     """
-    from nlighten_tf.data.pipeline import DatasetInfo
+    from nlighten_tf.data.dataset_info import DatasetInfo
 
     image_size = check_image_size(image_size)
     batch_size = check_batch_size(batch_size)

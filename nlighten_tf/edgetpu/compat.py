@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from nlighten_tf.bench import flatbuffer, inspect
-from nlighten_tf.bench.flatbuffer import Graph
+from nlighten_tf.bench import tflite_inspection
+from nlighten_tf.litert import flatbuffer
+from nlighten_tf.litert.flatbuffer import Graph
 
 SRAM_BYTES = 8 * 2**20  # "roughly 8 MB of SRAM that can cache the model's parameter data" (Coral)
 NEAR_FULL = 0.9  # of SRAM_BYTES: the compiler also keeps instructions on chip, so warn before 100%
@@ -514,7 +515,7 @@ def _check_compilable(graph: Graph) -> list[str]:
 def _param_tensors(graph: Graph, index: int) -> list[int]:
     tensors = []
     for tensor in _inputs(graph, index):
-        source = inspect.weight_source(graph, tensor)
+        source = tflite_inspection.weight_source(graph, tensor)
         if source is not None:
             tensors.append(source)
     return tensors
@@ -542,7 +543,7 @@ def _analyse(graph: Graph, path: str) -> CompatReport:
     for index, op_type in enumerate(graph.op_types):
         if index in tail:
             rows.append(OpRow(
-                index, op_type, mapped=False, edge=True, postprocess=True, madds=inspect.op_madds(graph, index),
+                index, op_type, mapped=False, edge=True, postprocess=True, madds=tflite_inspection.op_madds(graph, index),
                 param_bytes=_bytes(graph, set(_param_tensors(graph, index))),
                 reason="detection post-process (decode + NMS in float): runs on the CPU by design, after the Edge TPU part"
                 if op_type in POSTPROCESS_OPS else "dequantizes the head outputs for the CPU post-process (by design)",
@@ -550,7 +551,7 @@ def _analyse(graph: Graph, path: str) -> CompatReport:
             continue
         problem = op_problem(graph, index)
         side = edge_side(graph, index)
-        row = OpRow(index, op_type, mapped=False, reason="", madds=inspect.op_madds(graph, index))
+        row = OpRow(index, op_type, mapped=False, reason="", madds=tflite_inspection.op_madds(graph, index))
         row.param_bytes = _bytes(graph, set(_param_tensors(graph, index)))
         if first is not None:
             row.reason = problem or f"after the split at {_label(graph, first)} (everything after it runs on the CPU)"
@@ -657,7 +658,7 @@ def op_summary(report: CompatReport) -> list[dict[str, Any]]:
 
 def format_report(report: CompatReport, max_rows: int = 200) -> str:
     """Plain text for people: op-by-op table in execution order, totals and the verdict last."""
-    from nlighten_tf.bench.report import markdown_table
+    from nlighten_tf.render import markdown_table
 
     compute = report.compute_ops
     lines = [f"{report.path}: {report.size_bytes:,} bytes, {len(report.ops)} ops ({len(compute)} compute ops)"]

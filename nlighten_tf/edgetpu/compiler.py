@@ -23,8 +23,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from nlighten_tf import io as atomic
 from nlighten_tf.edgetpu import compat
-from nlighten_tf.export import atomic
+from nlighten_tf.errors import NlightenError
 
 COMPILER = "edgetpu_compiler"
 INSTALL_COMMANDS = (
@@ -37,7 +38,7 @@ DEFAULT_TIMEOUT = 180  # seconds, the compiler's own default
 MAPPED = "Mapped to Edge TPU"
 
 
-class CompilerNotFound(RuntimeError):
+class CompilerNotFound(NlightenError, RuntimeError):
     """`edgetpu_compiler` is not on PATH; the message is one line with the install commands."""
 
     def __init__(self) -> None:
@@ -50,7 +51,7 @@ class CompilerNotFound(RuntimeError):
         self.install_commands = INSTALL_COMMANDS
 
 
-class NotCompilable(ValueError):
+class NotCompilable(NlightenError, ValueError):
     """A `.tflite` the Edge TPU compiler must not be given, with why and the export to use instead."""
 
     def __init__(self, path: str, problems: list[str]) -> None:
@@ -58,7 +59,7 @@ class NotCompilable(ValueError):
         self.problems = problems
 
 
-class CompileError(RuntimeError):
+class CompileError(NlightenError, RuntimeError):
     """The compiler could not be run to completion (timeout, could not start)."""
 
 

@@ -7,7 +7,6 @@ package does not load TensorFlow; `tflite` does.
 
 from __future__ import annotations
 
-from nlighten_tf.export.atomic import write_bytes, write_json, write_text
 from nlighten_tf.export.targets import TARGETS, Target, get_target
 
-__all__ = ["TARGETS", "Target", "get_target", "write_bytes", "write_json", "write_text"]
+__all__ = ["TARGETS", "Target", "get_target"]

@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from nlighten_tf.export.metadata import DetectorMetadata
+from nlighten_tf.export.metadata import POSTPROCESS_OP, DetectorMetadata
 from nlighten_tf.export.metadata import embed as embed_metadata
 from nlighten_tf.export.tflite import (
     ExportError,
@@ -48,7 +48,6 @@ from nlighten_tf.export.tflite import (
 )
 from nlighten_tf.models import detection
 
-POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 OUTPUTS = ("boxes", "classes", "scores", "count")
 QUANTIZATIONS = ("int8", "float32")
 
@@ -213,7 +212,7 @@ def _check_activation_ranges(tflite: bytes) -> None:
     """Refuses degenerate activation ranges, which make the interpreter abort (not raise) in
     ``allocate_tensors``. Seen with QAT detectors converted without calibration data: a BiFPN
     sum (untrained) or a P7 head BatchNorm's MUL (after 3 QAT steps) at scale ~1e-8..5e-7."""
-    from nlighten_tf.bench import flatbuffer
+    from nlighten_tf.litert import flatbuffer
 
     graph = flatbuffer.parse(tflite)
     bad = []
@@ -240,7 +239,7 @@ def order_outputs(tflite: bytes) -> bytes:
     """
     import flatbuffers
 
-    from nlighten_tf.bench import flatbuffer
+    from nlighten_tf.litert import flatbuffer
 
     graph = flatbuffer.parse(tflite)
     model = graph.model

@@ -32,7 +32,7 @@ from typing import Any
 import flatbuffers
 import numpy as np
 
-from nlighten_tf.bench import flatbuffer
+from nlighten_tf.litert import flatbuffer
 from nlighten_tf.third_party.tflite_metadata import metadata_schema_py_generated as meta_fb
 
 METADATA_NAME = "TFLITE_METADATA"  # Model.metadata entry the Task Library looks up
@@ -43,6 +43,8 @@ LABELS_FILE = "labels.txt"
 # tensor group ObjectDetector reads a detector's outputs by position, which is why
 # `export.detection.order_outputs` fixes them to location, category, score, count.
 MIN_PARSER_VERSION = "1.0.0"
+# The custom op a detector's `.tflite` ends with (export/detection.py fuses it).
+POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 DETECTOR_OUTPUTS = (  # name, description: the names ObjectDetector knows the outputs by
     ("location", "The locations of the detected boxes: [top, left, bottom, right] relative to the image."),
     ("category", "The categories of the detected boxes: class ids (as floats) indexing labels.txt."),
@@ -208,8 +210,6 @@ def _metadata_buffer(info: ClassifierMetadata, input_type: str, output_type: str
 
 
 def _check_detector(graph: Any, info: ClassifierMetadata) -> None:
-    from nlighten_tf.export.detection import POSTPROCESS_OP
-
     outputs = [int(t) for t in graph.subgraph.outputs]
     producers = [graph.producer(t) for t in outputs]
     if len(outputs) != len(DETECTOR_OUTPUTS) or any(p is None or graph.op_types[p] != POSTPROCESS_OP for p in producers):
@@ -225,8 +225,6 @@ def _check_detector(graph: Any, info: ClassifierMetadata) -> None:
 def postprocess_num_classes(graph: Any) -> int | None:
     """``num_classes`` from the TFLite_Detection_PostProcess op's custom options (None if absent)."""
     from flatbuffers import flexbuffers
-
-    from nlighten_tf.export.detection import POSTPROCESS_OP
 
     for index, op in enumerate(graph.operators):
         if graph.op_types[index] == POSTPROCESS_OP and op.customOptions is not None:

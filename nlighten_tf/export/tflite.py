@@ -17,7 +17,8 @@ import tensorflow as tf
 import tf_keras
 
 from nlighten_tf import __version__
-from nlighten_tf.export import atomic
+from nlighten_tf import io as atomic
+from nlighten_tf.errors import NlightenError
 from nlighten_tf.export import metadata as metadata_lib
 from nlighten_tf.export.targets import Target, get_target
 
@@ -29,7 +30,7 @@ _PRUNE_LAYERS = {"PruneLowMagnitude"}
 _CLUSTER_LAYERS = {"ClusterWeights", "ClusterWeightsMHA", "ClusterWeightsRNN"}
 
 
-class ExportError(ValueError):
+class ExportError(NlightenError, ValueError):
     """A model/target combination that cannot be exported, with what to do instead."""
 
 
@@ -162,7 +163,7 @@ def densify_int8_fully_connected(tflite: bytes) -> tuple[bytes, list[str]]:
     Other ops keep their sparse weights."""
     import flatbuffers
 
-    from nlighten_tf.bench import flatbuffer as flatbuffer_lib
+    from nlighten_tf.litert import flatbuffer as flatbuffer_lib
 
     graph = flatbuffer_lib.parse(tflite)
     fb = flatbuffer_lib.schema()
@@ -272,7 +273,7 @@ def write(
     """Writes the `.tflite` and, unless `facts` is None, its sidecar `<path minus .tflite>.json`
     (the facts, versions, the interpreter's input/output details, notes, extra), atomically.
     Returns (path, signature summary, sidecar path or None)."""
-    from nlighten_tf.bench import runtime
+    from nlighten_tf.litert import runtime
 
     path = Path(path)
     atomic.write_bytes(path, flatbuffer)

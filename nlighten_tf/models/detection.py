@@ -34,6 +34,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from nlighten_tf.errors import NlightenError
+
 BOX_FORMAT = "yxyx"
 CLASS_OUTPUT = "class_logits"
 BOX_OUTPUT = "box_regression"
@@ -45,7 +47,7 @@ _EPSILON = 1e-8
 _BORDER_TOLERANCE = 1e-3
 
 
-class AnnotationError(ValueError):
+class AnnotationError(NlightenError, ValueError):
     """Ground-truth boxes or classes that cannot be trained on; the message names the image and
     box indices at fault and what is wrong with them."""
 

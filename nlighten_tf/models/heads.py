@@ -36,7 +36,8 @@ import tensorflow as tf
 import tf_keras
 from tf_keras import layers
 
-from nlighten_tf.models import registry
+# The backbone families `_register` looks up while this module loads (efficientnet via the next line).
+from nlighten_tf.models import edgetpu, mobilenet_v2, registry  # noqa: F401
 from nlighten_tf.models.efficientnet import batch_norm, conv_initializer
 
 SEGMENTATION_OUTPUT = "segmentation_logits"

@@ -2,6 +2,9 @@
 
 Each family module registers its variants at import time with ``register``; the registry
 validates names, options and input shapes once so that builders can trust their arguments.
+The registry imports no family (``nlighten_tf/models/__init__.py`` imports them all, and
+importing this module imports that package first), so families import it without a cycle;
+``build`` reaches only ``weights`` (loading), never the families.
 """
 
 from __future__ import annotations
@@ -62,14 +65,12 @@ def names(family: str | None = None, task: str | None = "classification") -> lis
     """Registered variant names in registration order: of ``family`` if given (any task), else
     of ``task`` (``None``: every task). Classifiers by default: the zoo table, the
     published-figure tests and the classification recipes expect ``[B, num_classes]`` outputs."""
-    _load_families()
     if family is not None:
         return [n for n, i in _REGISTRY.items() if i.family == family]
     return [n for n, i in _REGISTRY.items() if task is None or i.task == task]
 
 
 def info(name: str) -> ModelInfo:
-    _load_families()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -149,8 +150,3 @@ def build_feature_taps(
             "(use input_shape= and backbone_weights=)"
         )
     return build(name, input_shape=input_shape, features_only=True, weights=weights, **options)
-
-
-def _load_families() -> None:
-    # Importing the family modules registers their variants.
-    from nlighten_tf.models import edgetpu, efficientdet, efficientnet, heads, mobilenet_v2  # noqa: F401

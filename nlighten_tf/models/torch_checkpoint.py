@@ -42,6 +42,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from nlighten_tf.errors import NlightenError
+
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C  # torch/serialization.py MAGIC_NUMBER
 LEGACY_PROTOCOL_VERSION = 1001
 
@@ -60,7 +62,7 @@ STORAGE_DTYPES: dict[str, str] = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(NlightenError, ValueError):
     """The file is not a checkpoint this reader accepts; the one-line message names the file."""
 
 

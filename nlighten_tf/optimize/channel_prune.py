@@ -535,7 +535,7 @@ def sensitivity_scan(
 
 def plot_sensitivity(sensitivity: Sensitivity, path: str | os.PathLike[str]) -> str:
     """Validation loss increase against the keep ratio (%), one line per group, coloured by stage."""
-    from nlighten_tf.bench.report import pyplot, save_figure
+    from nlighten_tf.render import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.2, 4.8))
@@ -561,7 +561,7 @@ def plot_sensitivity(sensitivity: Sensitivity, path: str | os.PathLike[str]) -> 
 
 def write_sensitivity(sensitivity: Sensitivity, output_dir: str | os.PathLike[str]) -> dict[str, str]:
     """sensitivity.json, sensitivity.md and sensitivity.png in `output_dir`."""
-    from nlighten_tf.export import atomic
+    from nlighten_tf import io as atomic
 
     out = Path(output_dir)
     header = (f"Validation loss (and accuracy) with one channel group pruned at a time; unpruned loss "
@@ -574,7 +574,7 @@ def write_sensitivity(sensitivity: Sensitivity, output_dir: str | os.PathLike[st
 
 
 def _table(sensitivity: Sensitivity) -> str:
-    from nlighten_tf.bench.report import markdown_table
+    from nlighten_tf.render import markdown_table
 
     return markdown_table(sensitivity.rows())
 

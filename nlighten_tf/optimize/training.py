@@ -17,6 +17,7 @@ import tensorflow as tf
 import tf_keras
 
 from nlighten_tf import interrupts
+from nlighten_tf.errors import NlightenError
 from nlighten_tf.keras_utils import copy_model
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -28,7 +29,7 @@ LR_SCHEDULES = ("constant", "cosine")
 MAX_EPOCHS = 10_000.0
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(NlightenError, RuntimeError):
     """The training loss became NaN or infinite: the weights are garbage from then on, so the
     run stops there instead of saving and exporting them."""
 

@@ -1,7 +1,7 @@
 """The run report: `report.md` + `summary.json` (+ `accuracy_vs_size.png`) from the completed
 stages' metrics, regenerated after every stage; and the lottery loop's JSON/markdown/plot.
 
-Tables and plots come from `nlighten_tf.bench.report`; this module only chooses the rows.
+Tables and plots come from `nlighten_tf.render`; this module only chooses the rows.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nlighten_tf.bench.report import markdown_table, plot_accuracy_vs_size
-from nlighten_tf.export import atomic
+from nlighten_tf import io as atomic
+from nlighten_tf.render import markdown_table, plot_accuracy_vs_size
 
 STAGE_COLUMNS = ("stage", "top1_%", "top5_%", "sparsity_%", "clusters", "params", "model_bytes", "wall_time_s")
 # Detectors (COCO mAP from bench.detection instead of top-1/top-5).
@@ -91,7 +91,7 @@ def export_rows(metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def android_lines(exports: Sequence[dict[str, Any]]) -> list[str]:
     """The report section saying which exported files an Android app can load with MediaPipe
-    Tasks (each file's input/output types and metadata, `nlighten_tf.export.clients`)."""
+    Tasks (each file's input/output types and metadata, `nlighten_tf.bench.clients`)."""
     checked = [e for e in exports if e.get("mediapipe")]
     if not checked:
         return []

@@ -33,13 +33,14 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from nlighten_tf import interrupts
-from nlighten_tf.export import atomic
+from nlighten_tf import io as atomic
+from nlighten_tf.errors import NlightenError
+from nlighten_tf.keras_io import load_keras, save_model
 from nlighten_tf.recipes import schema
 from nlighten_tf.recipes.schema import Recipe, Stage
 
@@ -49,7 +50,7 @@ RESOLVED_FILE = "resolved_recipe.yaml"
 LOCK_FILE = ".lock"
 
 
-class RunError(ValueError):
+class RunError(NlightenError, ValueError):
     """The run directory does not fit the request (existing run without --resume, changed recipe)."""
 
 
@@ -92,29 +93,6 @@ def read_metrics(run_dir: Path, dirname: str) -> dict[str, Any]:
     import json
 
     return json.loads((run_dir / dirname / METRICS_FILE).read_text())
-
-
-def load_keras(path: Path):
-    """A saved plain or pruning/clustering-wrapped Keras model (not QAT: see `load_stage_model`)."""
-    import tensorflow_model_optimization as tfmot
-    import tf_keras
-
-    from nlighten_tf.optimize import quantize
-
-    with tfmot.sparsity.keras.prune_scope(), tfmot.clustering.keras.cluster_scope(), quantize.quantize_scope():
-        return tf_keras.models.load_model(path, compile=False)
-
-
-def save_model(model, path: Path, qat: bool) -> None:
-    from nlighten_tf.optimize import quantize
-
-    with warnings.catch_warnings():  # "HDF5 is legacy": it is the one format TFMOT wrappers load from
-        warnings.simplefilter("ignore")
-        if qat:
-            with quantize.quantize_scope():
-                model.save(path, include_optimizer=False)
-        else:
-            model.save(path, include_optimizer=False)
 
 
 def changed_keys(old: Any, new: Any, prefix: str) -> list[str]:

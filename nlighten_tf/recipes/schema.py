@@ -23,13 +23,15 @@ from typing import Any
 
 import yaml
 
+from nlighten_tf.errors import NlightenError
+
 STAGE_TYPES = ("train", "transfer", "distill", "channel_prune", "prune", "cluster", "qat", "lottery", "lowrank", "export", "benchmark", "edgetpu")
 # Stages that (re)train or replace the weights; export/benchmark/edgetpu only read them.
 TRAINING_STAGES = frozenset({"train", "transfer", "distill", "channel_prune", "prune", "cluster", "qat", "lottery", "lowrank"})
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class RecipeError(ValueError):
+class RecipeError(NlightenError, ValueError):
     """A recipe that cannot run; the message says where (file, stage, key) and why, on one line."""
 
 
@@ -1000,24 +1002,3 @@ def _check_validation(where: str, spec: DataSpec) -> None:
             f"{spec.train_split!r}: give the validation split itself, e.g. validation: 'train[75%:85%]' "
             f"with train_split: 'train[:75%]'"
         )
-
-
-def load(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
-    """Reads, overrides (``key=value`` strings, see overrides.py) and validates a recipe file."""
-    from nlighten_tf.recipes import overrides as overrides_lib
-
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"{source}: no such recipe file") from None
-    except UnicodeDecodeError as error:
-        raise RecipeError(
-            f"{source}: not a text (UTF-8) file: byte {error.object[error.start]:#04x} at offset {error.start}; "
-            "a recipe is a YAML text file"
-        ) from None
-    except OSError as error:
-        raise RecipeError(f"{source}: cannot read: {error.strerror}") from None
-    raw = parse_yaml(text, source)
-    raw = overrides_lib.apply(raw, overrides, source)
-    return from_dict(raw, source)

@@ -128,7 +128,7 @@ def run_train(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
 def _teacher(stage: Stage, ctx: Context, workdir: Path) -> tuple[tf_keras.Model, dict[str, Any]]:
     spec = stage.config.teacher
     if spec.path:
-        from nlighten_tf.recipes.runner import load_keras
+        from nlighten_tf.keras_io import load_keras
 
         teacher = load_keras(Path(spec.path))
         return teacher, {"source": spec.path}
@@ -138,7 +138,7 @@ def _teacher(stage: Stage, ctx: Context, workdir: Path) -> tuple[tf_keras.Model,
         ctx.log(f"  training the teacher {spec.name} for {spec.epochs:g} epochs")
         config = training.TrainConfig(epochs=spec.epochs, learning_rate=spec.learning_rate, verbose=ctx.verbose)
         teacher, _ = training.fit(teacher, ctx.train, config, strategy=ctx.strategy, prepare=ctx.prepare())
-        from nlighten_tf.recipes.runner import save_model
+        from nlighten_tf.keras_io import save_model
 
         save_model(teacher, workdir / "teacher.h5", qat=False)
         info["file"] = "teacher.h5"
@@ -263,9 +263,9 @@ def file_weight_stats(path: Path) -> dict[str, Any]:
     """What the file itself stores: zeros among the prunable weights (CONV_2D / FULLY_CONNECTED
     kernels, as TFMOT prunes them), the most distinct values in one output channel, and where
     the bytes go (weights, sparse indices, quantization parameters, ...)."""
-    from nlighten_tf.bench import inspect
+    from nlighten_tf.bench import tflite_inspection
 
-    report = inspect.inspect_file(path)
+    report = tflite_inspection.inspect_file(path)
     prunable = [
         w for w in report.weights if any(c.split(" ")[0] in ("CONV_2D", "FULLY_CONNECTED") for c in w.consumers)
     ]
@@ -301,8 +301,7 @@ DETECTOR_TARGETS = {"int8": "int8", "fp32": "float32", "edgetpu": "int8"}  # tar
 def _file_entry(ctx: Context, stage: Stage, target_name: str, path: Path, notes: list[str]) -> dict[str, Any]:
     """What every exported file's report entry holds: names, sizes, what the file stores, and
     whether an Android app can load it with MediaPipe Tasks (input/output types, metadata)."""
-    from nlighten_tf.bench import suite
-    from nlighten_tf.export import clients
+    from nlighten_tf.bench import clients, suite
 
     raw = path.read_bytes()
     return {

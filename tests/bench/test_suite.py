@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from nlighten_tf.bench import accuracy, latency, report, suite
+from nlighten_tf import render
+from nlighten_tf.bench import accuracy, latency, suite
 
 
 @pytest.fixture(scope="module")
@@ -62,4 +63,4 @@ def test_latency_summary_and_validation():
 
 
 def test_plots_skip_without_accuracy(tmp_path):
-    assert report.plot_accuracy_vs_size([{"name": "a", "gzip_bytes": 10, "top1": None}], str(tmp_path / "a.png")) is None
+    assert render.plot_accuracy_vs_size([{"name": "a", "gzip_bytes": 10, "top1": None}], str(tmp_path / "a.png")) is None

@@ -6,8 +6,8 @@ import tensorflow as tf
 import tf_keras
 
 import nlighten_tf.data as data
-from nlighten_tf.bench import runtime
 from nlighten_tf.data import DataError
+from nlighten_tf.litert import runtime
 
 
 def _batches(dataset: tf.data.Dataset, n: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:

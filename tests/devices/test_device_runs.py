@@ -104,9 +104,9 @@ def _example(argv_prefix, env, model, photo):
 
 @pytest.mark.parametrize("target", ["fp32", "int8"])
 def test_raspberry_pi_example_on_a_photo(rpi, export_target, photo, target):
-    from nlighten_tf.bench import runtime
     from nlighten_tf.data.preprocessing import preprocess_for_eval
     from nlighten_tf.export import metadata
+    from nlighten_tf.litert import runtime
 
     model = export_target(target)
     argv, env = devices.command(rpi, [])

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from nlighten_tf.bench import flatbuffer
 from nlighten_tf.edgetpu import compat
+from nlighten_tf.litert import flatbuffer
 from tests.edgetpu import models
 
 

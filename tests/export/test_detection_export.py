@@ -8,9 +8,9 @@ import pytest
 import tf_keras
 
 from nlighten_tf import models
-from nlighten_tf.bench import flatbuffer, runtime
 from nlighten_tf.export import detection as export_detection
 from nlighten_tf.export.tflite import ExportError
+from nlighten_tf.litert import flatbuffer, runtime
 from nlighten_tf.models import detection, efficientdet
 from tests.models.detectors import NUM_CLASSES, SIZE, TINY
 

@@ -1,6 +1,6 @@
 """MediaPipe Tasks, the client an Android app uses, on our exports: it must load every file
 docs/deployment.md says it loads, read labels and normalisation from our metadata, and compute
-what our own interpreter (`bench.runtime.load`, XNNPACK as MediaPipe's CPU path) computes on the
+what our own interpreter (`litert.runtime.load`, XNNPACK as MediaPipe's CPU path) computes on the
 same pixels. Real images: scikit-learn's handwritten digits (the classifier's domain) and
 scikit-image's photos (resize/crop behaviour, detector).
 
@@ -19,9 +19,10 @@ import pytest
 import tensorflow as tf
 from skimage import data as skdata
 
-from nlighten_tf.bench import runtime
-from nlighten_tf.export import clients, metadata, targets
-from nlighten_tf.recipes import schema
+from nlighten_tf.bench import clients
+from nlighten_tf.export import metadata, targets
+from nlighten_tf.litert import runtime
+from nlighten_tf.recipes import loader
 from tests.tools_runner import REPO, run_tool
 
 mp = pytest.importorskip(
@@ -333,7 +334,7 @@ def test_object_detector_reads_our_labels_and_detects_like_our_interpreter(detec
 def test_every_shipped_export_stage_makes_a_file_mediapipe_loads(path):
     from nlighten_tf.models import registry
 
-    recipe = schema.load(path)
+    recipe = loader.load(path)
     detector = registry.info(recipe.model.name).task == "detection"
     for stage in recipe.stages:
         if stage.type == "export" and not detector:  # detector exports are float32 I/O whatever the target
@@ -390,12 +391,12 @@ def test_imagenet_lite0_fp32_and_int8_float_io_in_mediapipe(tmp_path, monkeypatc
     from nlighten_tf import models
     from nlighten_tf.data.preprocessing import center_crop_and_resize
     from nlighten_tf.export import tflite
-    from nlighten_tf.models import weights
+    from nlighten_tf.models import checkpoint_import, weights
     from tests.models.checkpoints import require_checkpoint
 
     require_checkpoint("efficientnet_lite0")
     monkeypatch.setenv(weights.HOME_ENV, str(tmp_path / "home"))  # never the user's cache
-    weights.convert("efficientnet_lite0")
+    checkpoint_import.convert("efficientnet_lite0")
     model = models.build("efficientnet_lite0", weights="imagenet")
     size = 224
     photos = {name: getattr(skdata, name)() for name in IMAGENET_PHOTOS}

@@ -4,8 +4,8 @@ import zipfile
 
 import pytest
 
-from nlighten_tf.bench import flatbuffer, runtime
 from nlighten_tf.export import metadata
+from nlighten_tf.litert import flatbuffer, runtime
 
 
 @pytest.mark.parametrize("target", ["int8", "fp32"])

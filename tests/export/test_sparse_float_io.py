@@ -5,8 +5,9 @@ fallback) can prepare it. Runs without MediaPipe (tests/export/test_mediapipe.py
 import numpy as np
 
 from nlighten_tf import data
-from nlighten_tf.bench import flatbuffer, inspect, runtime
+from nlighten_tf.bench import tflite_inspection
 from nlighten_tf.export import targets, tflite
+from nlighten_tf.litert import flatbuffer, runtime
 from tests.export import artifacts
 
 
@@ -19,7 +20,7 @@ def test_fully_connected_weights_are_dense_and_the_outputs_unchanged(digits_kera
         patch.setattr(tflite, "densify_int8_fully_connected", lambda flatbuffer: (flatbuffer, []))
         sparse, _ = tflite.convert(digits_keras, "int8_sparse_float_io", calibration)
     before, after = flatbuffer.parse(sparse), flatbuffer.parse(densified)
-    assert inspect.known_runtime_faults(before) and not inspect.known_runtime_faults(after)
+    assert tflite_inspection.known_runtime_faults(before) and not tflite_inspection.known_runtime_faults(after)
     # Only the Dense layer's DENSIFY goes: the pruned 1x1 convolutions stay sparse.
     assert after.op_types.count("DENSIFY") == before.op_types.count("DENSIFY") - 1 > 0
     details = runtime.load(densified, xnnpack=False).interpreter.get_input_details()[0]

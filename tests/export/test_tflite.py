@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from nlighten_tf.bench import runtime
 from nlighten_tf.export import TARGETS, get_target, tflite
+from nlighten_tf.litert import runtime
 from tests.export import artifacts
 
 FLOAT_EXACT = ("fp32", "fp32_sparse")
@@ -42,13 +42,13 @@ def test_target_runs_and_agrees_with_keras(target, export_target, digits_test_ar
 
 
 def test_sparse_targets_store_weights_sparse(export_target):
-    from nlighten_tf.bench import inspect
+    from nlighten_tf.bench import tflite_inspection
 
     for target in ("fp32_sparse", "int8_sparse"):
-        report = inspect.inspect_file(export_target(target))
+        report = tflite_inspection.inspect_file(export_target(target))
         assert report.op_histogram.get("DENSIFY", 0) > 0
         assert report.sparse_weights > 0
-    dense = inspect.inspect_file(export_target("edgetpu"))
+    dense = tflite_inspection.inspect_file(export_target("edgetpu"))
     assert "DENSIFY" not in dense.op_histogram  # the Edge TPU compiler rejects sparse tensors
     assert all(t["dtype"] == "uint8" for t in dense.inputs + dense.outputs)
 
@@ -103,7 +103,7 @@ def test_export_is_atomic_on_failure(tmp_path, monkeypatch):
     """A failure in the middle of writing (after the converted bytes went into the temporary
     file, before it is synced and renamed) leaves neither a temporary file nor a half-written
     model, and an earlier file at the same path keeps its content."""
-    from nlighten_tf.export import atomic
+    from nlighten_tf import io as atomic
 
     target = tmp_path / "m.tflite"
     target.write_bytes(b"the previous model")

@@ -7,10 +7,11 @@ import tensorflow as tf
 import tf_keras
 
 from nlighten_tf import models
-from nlighten_tf.bench import inspect, runtime
+from nlighten_tf.bench import tflite_inspection
 from nlighten_tf.data import shapes
 from nlighten_tf.edgetpu import compat
 from nlighten_tf.export import tflite
+from nlighten_tf.litert import runtime
 from nlighten_tf.models import heads
 from nlighten_tf.optimize import training
 
@@ -152,7 +153,7 @@ def test_pruned_qat_segmenter_int8_agrees_with_keras_and_maps_on_the_edgetpu(pru
     # all-background 0.19).
     assert heads.mean_iou(test.masks, int8, NUM_CLASSES) > 0.28
     convs = [
-        w for w in inspect.inspect_file(path).weights if any(c.startswith("CONV_2D") for c in w.consumers)
+        w for w in tflite_inspection.inspect_file(path).weights if any(c.startswith("CONV_2D") for c in w.consumers)
     ]
     zeros = sum(w.sparsity * w.size for w in convs) / sum(w.size for w in convs)
     assert zeros == pytest.approx(0.5, abs=0.05), zeros  # the zeros survive QAT and conversion

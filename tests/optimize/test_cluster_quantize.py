@@ -4,8 +4,8 @@ checking that each stage keeps what the previous one achieved, down to the .tfli
 import numpy as np
 import pytest
 
-from nlighten_tf.bench import runtime
 from nlighten_tf.export import tflite
+from nlighten_tf.litert import runtime
 from nlighten_tf.optimize import cluster, prune, quantize, weight_stats
 from nlighten_tf.optimize.selection import LayerSelection
 from tests.optimize.conftest import IMAGE_SIZE, quick

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 
-from nlighten_tf.recipes import schema
+from nlighten_tf.recipes import loader, schema
 from nlighten_tf.recipes.schema import RecipeError
 
 SOURCE = "recipes/x.yaml"
@@ -175,8 +175,8 @@ def test_stage_entries_must_be_single_key_mappings_and_name_is_required():
 
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(RecipeError, match="no such recipe file"):
-        schema.load(tmp_path / "missing.yaml")
+        loader.load(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
     with pytest.raises(RecipeError, match="bad.yaml: not valid YAML"):
-        schema.load(bad)
+        loader.load(bad)

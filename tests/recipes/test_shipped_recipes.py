@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nlighten_tf.recipes import schema
+from nlighten_tf.recipes import loader, schema
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
 SHIPPED = {
@@ -20,7 +20,7 @@ def test_all_recipes_are_shipped():
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_recipe_validates_and_its_name_is_its_file_name(path):
-    recipe = schema.load(path)
+    recipe = loader.load(path)
     assert recipe.name == path.stem
     # The resolved form (what resolved_recipe.yaml holds) validates to the same recipe.
     again = schema.from_dict(schema.parse_yaml(schema.dump_yaml(recipe.as_dict()), "resolved"), "resolved")
@@ -28,7 +28,7 @@ def test_recipe_validates_and_its_name_is_its_file_name(path):
 
 
 def test_quickstart_is_the_documented_main_job():
-    recipe = schema.load(RECIPES[0].parent / "quickstart.yaml")
+    recipe = loader.load(RECIPES[0].parent / "quickstart.yaml")
     assert recipe.data.spec == "fashion_mnist" and recipe.model.name == "efficientnet_lite0"
     assert [s.type for s in recipe.stages] == ["train", "export", "channel_prune", "prune", "cluster", "qat", "export", "benchmark"]
     assert recipe.stages[-2].config.targets == ["int8_sparse", "int8_sparse_float_io"]

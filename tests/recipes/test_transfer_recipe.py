@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nlighten_tf.recipes import runner, schema
+from nlighten_tf.keras_io import load_keras
+from nlighten_tf.recipes import loader, runner, schema
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = """\
@@ -26,7 +27,7 @@ def recipe_dict(*stages, include_top="false", extra=""):
 
 
 def test_shipped_flowers_recipe():
-    recipe = schema.load(REPO / "recipes" / "transfer_lite0_flowers.yaml")
+    recipe = loader.load(REPO / "recipes" / "transfer_lite0_flowers.yaml")
     assert recipe.data.spec == "tfds:tf_flowers"
     assert recipe.model.weights == "imagenet" and recipe.model.options["include_top"] is False
     assert [s.type for s in recipe.stages] == ["transfer", "export", "prune", "export"]
@@ -80,5 +81,5 @@ def test_tiny_transfer_run_loss_falls(tmp_path):
     assert len(losses) == 3  # one head epoch, then two fine-tuning epochs
     assert losses[-1] < 0.8 * losses[0], losses
     assert metrics["accuracy"] > 0.3  # chance: 0.1
-    saved = runner.load_keras(stage / metrics["model_file"])
+    saved = load_keras(stage / metrics["model_file"])
     assert saved.layers[-1].name == "head_logits" and all(layer.trainable for layer in saved.layers)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nlighten_tf.export import atomic
-from nlighten_tf.recipes import runner, schema
+from nlighten_tf import io as atomic
+from nlighten_tf.recipes import loader, runner, schema
 from tests.tools_runner import REPO, run_tool
 
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
@@ -53,12 +53,12 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 )  # fmt: skip
 def test_the_recipe_refuses(override, message):
     with pytest.raises(schema.RecipeError) as raised:
-        schema.load(QUICKSTART, [override])
+        loader.load(QUICKSTART, [override])
     assert f"{QUICKSTART}: {message}" in str(raised.value)
 
 
 def test_model_options_of_the_right_type_and_range_pass():
-    recipe = schema.load(QUICKSTART, ["model.options.width_coefficient=1", "model.options.dropout_rate=0"])
+    recipe = loader.load(QUICKSTART, ["model.options.width_coefficient=1", "model.options.dropout_rate=0"])
     assert recipe.model.options["width_coefficient"] == 1  # kept as written (the resolved recipe compares it)
 
 
@@ -66,11 +66,11 @@ def test_a_duplicate_key_is_refused(tmp_path):
     text = QUICKSTART.read_text().replace("seed: 0\n", "seed: 0\nseed: 1\n", 1)
     (tmp_path / "dup.yaml").write_text(text)
     with pytest.raises(schema.RecipeError, match=r"dup.yaml: key 'seed' appears twice in one mapping \(lines \d+ and \d+\)"):
-        schema.load(tmp_path / "dup.yaml")
+        loader.load(tmp_path / "dup.yaml")
     nested = QUICKSTART.read_text().replace("{epochs: 6,", "{epochs: 6, epochs: 1,", 1)
     (tmp_path / "nested.yaml").write_text(nested)
     with pytest.raises(schema.RecipeError, match="key 'epochs' appears twice"):
-        schema.load(tmp_path / "nested.yaml")
+        loader.load(tmp_path / "nested.yaml")
     # A key a `<<:` merge brings in may be overridden: that is what merges are for.
     assert schema.parse_yaml("a: &A {x: 1, y: 2}\nb: {<<: *A, x: 3}", "m") == {"a": {"x": 1, "y": 2}, "b": {"x": 3, "y": 2}}
 
@@ -79,7 +79,7 @@ def test_a_binary_recipe_is_refused(tmp_path):
     path = tmp_path / "binary.yaml"
     path.write_bytes(b"name: x\n\xff\xfe\x00\x01binary")
     with pytest.raises(schema.RecipeError, match=r"binary.yaml: not a text \(UTF-8\) file: byte 0xff at offset 8"):
-        schema.load(path)
+        loader.load(path)
 
 
 # --- What --dry_run checks exists ---------------------------------------------------------
@@ -94,14 +94,14 @@ def test_a_binary_recipe_is_refused(tmp_path):
     ],
 )  # fmt: skip
 def test_missing_inputs_are_found_before_the_run(overrides, message):
-    recipe = schema.load(QUICKSTART, overrides)
+    recipe = loader.load(QUICKSTART, overrides)
     with pytest.raises(schema.RecipeError) as raised:
         runner.check_inputs(recipe)
     assert message in str(raised.value)
 
 
 def test_the_shipped_quickstart_inputs_pass_on_digits():
-    runner.check_inputs(schema.load(QUICKSTART, ["data.spec=digits"]))
+    runner.check_inputs(loader.load(QUICKSTART, ["data.spec=digits"]))
 
 
 def test_dry_run_reports_a_bad_option_and_a_missing_split_as_one_line(tmp_path):
@@ -267,7 +267,7 @@ def test_an_exported_model_follows_the_umask(tmp_path, umask_027):
 
 
 def test_a_refused_resume_names_the_changed_keys(tmp_path):
-    recipe = schema.load(QUICKSTART, ["data.spec=digits"])
+    recipe = loader.load(QUICKSTART, ["data.spec=digits"])
     run = tmp_path / "quickstart"
     (run / "01-train").mkdir(parents=True)
     (run / "01-train" / "metrics.json").write_text("{}")

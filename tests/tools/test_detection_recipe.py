@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from nlighten_tf.recipes import schema
+from nlighten_tf.recipes import loader, schema
 from tests.tools_runner import REPO, run_tool
 
 RECIPE = REPO / "recipes" / "efficientdet_lite0_prune_qat.yaml"
@@ -47,8 +47,8 @@ def test_detection_recipe_runs_end_to_end(tmp_path):
     assert "mAP@0.5" in result.stdout
 
     # The int8 file of the QAT model: post-process op at the end, int8 convolutions, and it runs.
-    from nlighten_tf.bench import flatbuffer, runtime
     from nlighten_tf.export import detection as export_detection
+    from nlighten_tf.litert import flatbuffer, runtime
 
     path = run / exports["int8"]["file"]
     graph = flatbuffer.parse(path.read_bytes())
@@ -81,7 +81,7 @@ def test_shipped_detection_recipe_plans_with_the_voc_override(tmp_path):
     covered by tests/tools/test_optimize_tool.py, and the run above goes through the tool."""
     from nlighten_tf.recipes import runner
 
-    loaded = schema.load(RECIPE, ["data.spec=tfds:voc/2012", "data.eval_split=validation"])
+    loaded = loader.load(RECIPE, ["data.spec=tfds:voc/2012", "data.eval_split=validation"])
     assert loaded.data.spec == "tfds:voc/2012"
     text = runner.describe_run(loaded, tmp_path)
     assert "05-edgetpu" in text and "[to run]" in text

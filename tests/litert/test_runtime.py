@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nlighten_tf.bench import flatbuffer, runtime
+from nlighten_tf.litert import flatbuffer, runtime
 
 
 def test_litert_is_preferred_and_reported():
@@ -66,7 +66,7 @@ interpreter.invoke()
 """
 _LOAD = """
 import sys
-from nlighten_tf.bench import flatbuffer, runtime
+from nlighten_tf.litert import flatbuffer, runtime
 try:
     runtime.load(sys.argv[1], runtime="ai_edge_litert", xnnpack=False, fallback=False)
     print("loaded")

@@ -28,10 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from nlighten_tf.errors import NlightenError
+
 TFLITE_IDENTIFIER = b"TFL3"
 
 
-class TFLiteFileError(ValueError):
+class TFLiteFileError(NlightenError, ValueError):
     """A path that is missing, not a TFLite flatbuffer, or truncated/corrupt."""
 
 

@@ -4,6 +4,10 @@ never leaves a half-written model, report or plot behind.
 Also the up-front checks tools run on their output paths (`check_output_file`,
 `check_output_dir`), so that a path that is a file, or a read-only directory, is one clear
 error before any work instead of a traceback after it.
+
+A leaf (imports only `nlighten_tf.errors`): every subpackage writes its outputs through it.
+Importers name it `atomic` (`from nlighten_tf import io as atomic`), which says what it adds
+and keeps the standard library's `io` free in the same module.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from nlighten_tf.errors import NlightenError
 
-class OutputPathError(ValueError):
+
+class OutputPathError(NlightenError, ValueError):
     """An output path that cannot be written (a file where a directory is needed, read-only ...)."""
 
 

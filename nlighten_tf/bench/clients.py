@@ -17,11 +17,10 @@ import dataclasses
 import os
 from typing import Any
 
-from nlighten_tf.bench import flatbuffer
 from nlighten_tf.export import metadata as metadata_lib
+from nlighten_tf.export.metadata import POSTPROCESS_OP
 from nlighten_tf.export.targets import MEDIAPIPE_TYPES
-
-POSTPROCESS_OP = "TFLite_Detection_PostProcess"
+from nlighten_tf.litert import flatbuffer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,9 +57,9 @@ def mediapipe(model: str | os.PathLike[str] | bytes) -> MediaPipeVerdict:
     bad = [t for t in output_types if t not in MEDIAPIPE_TYPES]
     if bad:
         return MediaPipeVerdict(False, task, f"{'/'.join(bad)} output; MediaPipe reads {'/'.join(MEDIAPIPE_TYPES)} outputs")
-    from nlighten_tf.bench import inspect
+    from nlighten_tf.bench import tflite_inspection
 
-    if inspect.known_runtime_faults(graph):
+    if tflite_inspection.known_runtime_faults(graph):
         # MediaPipe's CPU path is XNNPACK with no fallback: "failed to delegate FULLY_CONNECTED".
         return MediaPipeVerdict(
             False, task, "int8 FULLY_CONNECTED weights stored sparse, which XNNPACK (MediaPipe's CPU path) cannot "

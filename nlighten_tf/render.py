@@ -1,4 +1,7 @@
-"""Human-readable results: markdown tables and PNG plots from JSON-ready rows."""
+"""Human-readable results: markdown tables and PNG plots from JSON-ready rows.
+
+A leaf (imports only `nlighten_tf.io`), shared by bench, optimize, edgetpu, recipes and the tools.
+"""
 
 from __future__ import annotations
 
@@ -87,7 +90,7 @@ def plot_latency_bars(rows: Sequence[Mapping[str, Any]], path: str, title: str =
 def save_figure(fig: Any, path: str) -> str:
     import io
 
-    from nlighten_tf.export.atomic import write_bytes
+    from nlighten_tf.io import write_bytes
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)

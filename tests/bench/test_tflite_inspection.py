@@ -5,7 +5,8 @@ clear errors for files that are not whole TFLite flatbuffers."""
 import numpy as np
 import pytest
 
-from nlighten_tf.bench import flatbuffer, inspect
+from nlighten_tf.bench import tflite_inspection
+from nlighten_tf.litert import flatbuffer
 from tests.export import artifacts
 
 
@@ -21,7 +22,7 @@ def _weights_by_layer(report, layer_names):
 def test_sparsity_and_clusters_read_back_match_keras(zoo_pair):
     path = zoo_pair["sparse_ready"]
     stats = artifacts.keras_stats(path)
-    report = inspect.inspect_file(path)
+    report = tflite_inspection.inspect_file(path)
     weights = _weights_by_layer(report, stats)
     for name, w in weights.items():
         assert w.stored_sparse, name
@@ -38,7 +39,7 @@ def test_sparsity_and_clusters_read_back_match_keras(zoo_pair):
 
 
 def test_int8_sparse_clusters_and_sparsity_per_channel(export_target, digits_keras):
-    report = inspect.inspect_file(export_target("int8_sparse"))
+    report = tflite_inspection.inspect_file(export_target("int8_sparse"))
     layer_names = [layer.name for layer in artifacts.prunable(digits_keras, include_dense=False)]
     for name, w in _weights_by_layer(report, layer_names).items():
         kernel = digits_keras.get_layer(name).get_weights()[0]
@@ -48,13 +49,13 @@ def test_int8_sparse_clusters_and_sparsity_per_channel(export_target, digits_ker
 
 
 def test_sparse_ready_model_is_eligible(zoo_pair):
-    verdict = inspect.inspect_file(zoo_pair["sparse_ready"]).eligibility
+    verdict = tflite_inspection.inspect_file(zoo_pair["sparse_ready"]).eligibility
     assert verdict.eligible, verdict.reason
     assert verdict.conv1x1_sparsity == pytest.approx(0.9, abs=0.01)
 
 
 def test_default_padding_model_is_ineligible_at_the_stem(zoo_pair):
-    verdict = inspect.inspect_file(zoo_pair["default"]).eligibility
+    verdict = tflite_inspection.inspect_file(zoo_pair["default"]).eligibility
     assert not verdict.eligible
     assert verdict.op == "CONV_2D #0"
     assert verdict.reason.startswith("CONV_2D #0: asymmetric padding")
@@ -62,32 +63,32 @@ def test_default_padding_model_is_ineligible_at_the_stem(zoo_pair):
 
 
 def test_dense_and_int8_models_are_ineligible_with_the_reason(export_target):
-    dense = inspect.inspect_file(export_target("fp32")).eligibility
+    dense = tflite_inspection.inspect_file(export_target("fp32")).eligibility
     assert not dense.eligible and "no weights stored sparse" in dense.reason
-    int8 = inspect.inspect_file(export_target("int8_sparse")).eligibility
+    int8 = tflite_inspection.inspect_file(export_target("int8_sparse")).eligibility
     assert not int8.eligible and "fp32/fp16 only" in int8.reason
 
 
 def test_report_lists_ops_xnnpack_and_the_litert_fault(export_target):
-    report = inspect.inspect_file(export_target("int8_sparse"))
+    report = tflite_inspection.inspect_file(export_target("int8_sparse"))
     assert report.op_histogram["CONV_2D"] == 6 and report.op_histogram["FULLY_CONNECTED"] == 1
     assert report.xnnpack_ops == sum(report.op_histogram.values())
     assert any(w.startswith("FULLY_CONNECTED #") and "ai-edge-litert" in w for w in report.warnings)
-    text = inspect.format_report(report)
+    text = tflite_inspection.format_report(report)
     assert "Op histogram" in text and "NOT ELIGIBLE" in text
     report.as_dict()
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(flatbuffer.TFLiteFileError, match="no such file"):
-        inspect.inspect_file(tmp_path / "nope.tflite")
+        tflite_inspection.inspect_file(tmp_path / "nope.tflite")
 
 
 def test_not_a_flatbuffer(tmp_path):
     path = tmp_path / "notes.tflite"
     path.write_text("this is a text file, not a model\n")
     with pytest.raises(flatbuffer.TFLiteFileError, match="not a TFLite flatbuffer"):
-        inspect.inspect_file(path)
+        tflite_inspection.inspect_file(path)
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.05, 6])
@@ -96,16 +97,16 @@ def test_truncated_file(export_target, tmp_path, keep):
     path = tmp_path / "cut.tflite"
     path.write_bytes(raw[: int(len(raw) * keep) if keep < 1 else keep])
     with pytest.raises(flatbuffer.TFLiteFileError, match="truncated|too short|corrupt"):
-        inspect.inspect_file(path)
+        tflite_inspection.inspect_file(path)
 
 
 def test_size_breakdown_accounts_for_every_byte(export_target):
-    fp32 = inspect.inspect_file(export_target("fp32"))
+    fp32 = tflite_inspection.inspect_file(export_target("fp32"))
     assert sum(fp32.size_breakdown.values()) == fp32.size_bytes
     assert fp32.size_breakdown["quantization_params"] == 0 and fp32.size_breakdown["sparse_indices"] == 0
 
     path = export_target("int8_sparse")
-    report = inspect.inspect_file(path)
+    report = tflite_inspection.inspect_file(path)
     parts = report.size_breakdown
     assert sum(parts.values()) == report.size_bytes
     graph = flatbuffer.load(path)
@@ -117,4 +118,4 @@ def test_size_breakdown_accounts_for_every_byte(export_target):
     per_channel = [t for t in graph.tensors if t.quantization is not None and t.quantization.scale is not None
                    and len(t.quantization.scale) > 1]  # fmt: skip
     assert parts["quantization_params"] >= 12 * sum(len(t.quantization.scale) for t in per_channel)
-    assert "Where the bytes go:" in inspect.format_report(report)
+    assert "Where the bytes go:" in tflite_inspection.format_report(report)

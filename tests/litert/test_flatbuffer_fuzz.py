@@ -1,7 +1,7 @@
 """Seeded fuzzing of the .tflite reader and the tools that read files (issue 17, items 1-2).
 
 Mutants of the digits int8_sparse export (byte flips, random bytes, zeroed ranges, truncations at
-seeded offsets) go through the reader in-process (`flatbuffer.parse`, `inspect.inspect_file`,
+seeded offsets) go through the reader in-process (`flatbuffer.parse`, `tflite_inspection.inspect_file`,
 `compat.analyse`) and a sample of them through the CLIs in subprocesses. The only exception
 allowed is the reader's own `TFLiteFileError`; no tool may die by a signal or print a traceback,
 and a CLI that fails prints one error line naming the file.
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from nlighten_tf.bench import flatbuffer, inspect
+from nlighten_tf.bench import tflite_inspection
 from nlighten_tf.edgetpu import compat
+from nlighten_tf.litert import flatbuffer
 from tests.tools_runner import run_tool
 
 SEED = 17
@@ -51,8 +52,8 @@ def read_in_process(raw: bytes, path: Path) -> str:
     path.write_bytes(raw)
     try:
         flatbuffer.parse(raw, str(path))
-        report = inspect.inspect_file(path)
-        inspect.format_report(report)
+        report = tflite_inspection.inspect_file(path)
+        tflite_inspection.format_report(report)
         compat.format_report(compat.analyse(path))
     except flatbuffer.TFLiteFileError as error:
         message = str(error)
@@ -90,7 +91,7 @@ def test_shape_bit_flip_cannot_allocate_beyond_the_file(export_target, tmp_path)
     path = tmp_path / "big.tflite"
     path.write_bytes(bytes(mutant))
     with pytest.raises(flatbuffer.TFLiteFileError, match=rf"^{path}: tensor {sparse} .*(elements|bytes|sparsity)"):
-        inspect.inspect_file(path)
+        tflite_inspection.inspect_file(path)
 
 
 def _cli_args(tool: str, path: Path, out: Path) -> list[str]:

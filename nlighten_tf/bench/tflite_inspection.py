@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from nlighten_tf.bench import flatbuffer
-from nlighten_tf.bench.flatbuffer import Graph
+from nlighten_tf.litert import flatbuffer
+from nlighten_tf.litert.flatbuffer import Graph
 
 # Builtin ops XNNPACK's TFLite delegate can take (xnnpack_delegate.cc's Visit*Node list).
 # Static: the delegate also checks dtypes, shapes and options per node when it is applied.
@@ -472,7 +472,7 @@ def inspect_file(path: str | os.PathLike[str]) -> Report:
 
 def format_report(report: Report, max_weights: int = 40) -> str:
     """Plain-text summary for people (the JSON form is `report.as_dict()`)."""
-    from nlighten_tf.bench.report import markdown_table
+    from nlighten_tf.render import markdown_table
 
     lines = [f"{report.path}: {report.size_bytes:,} bytes, {sum(report.op_histogram.values())} ops"]
     for kind, tensors in (("input", report.inputs), ("output", report.outputs)):

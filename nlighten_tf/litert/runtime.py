@@ -33,12 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from nlighten_tf.bench import flatbuffer
+from nlighten_tf.errors import NlightenError
+from nlighten_tf.litert import flatbuffer
 
 RUNTIMES = ("ai_edge_litert", "tflite_runtime", "tensorflow")
 
 
-class RuntimeUnavailable(RuntimeError):
+class RuntimeUnavailable(NlightenError, RuntimeError):
     """No requested interpreter could be imported or could run the model."""
 
 
