@@ -186,21 +186,6 @@ def field_names(cls: type) -> list[str]:
 # --- Typed construction -------------------------------------------------------------------
 
 
-def _type_name(tp: Any) -> str:
-    if tp is type(None):
-        return "null"
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    if origin is dict:
-        return f"a mapping of {_type_name(typing.get_args(tp)[1])}"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {float: "a number", int: "an integer", bool: "true/false", str: "a string"}.get(tp, str(tp))
-
-
 class _TypeMismatch(Exception):
     pass
 
@@ -273,7 +258,7 @@ def _coerce_key(value: Any, hint: Any, label: str) -> Any:
     try:
         return _coerce(value, hint, label)
     except _TypeMismatch:
-        raise RecipeError(f"{label}: expected {_type_name(hint)}, got {_describe(value)}") from None
+        raise RecipeError(f"{label}: expected {stage_types.type_name(hint)}, got {_describe(value)}") from None
     except _OutOfRange as error:
         raise RecipeError(f"{label}: {error}") from None
 

@@ -23,6 +23,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from nlighten_tf.edgetpu import compiler
 from nlighten_tf.export.targets import TARGETS
 from nlighten_tf.optimize import (
     channel_prune,
@@ -63,7 +64,7 @@ def _recipe_type(hint: Any) -> Any:
         return functools.reduce(lambda a, b: a | b, [_recipe_type(a) for a in typing.get_args(hint)])
     if origin is tuple:
         return list[_recipe_type(typing.get_args(hint)[0])]
-    if origin in (Mapping, dict) or origin is getattr(typing, "Mapping", None):
+    if origin in (Mapping, dict):
         key, value = typing.get_args(hint)
         return dict[key, _recipe_type(value)]
     return hint
@@ -133,6 +134,9 @@ class StageType:
             keys += config_keys(self.technique, omit=self.omit)
         keys += self.own_keys
         names = [k.name for k in keys]
+        unknown = sorted(set(self.training or {}) - set(names))
+        if unknown:
+            raise TypeError(f"stage type {self.name!r} sets defaults of keys it does not have: {', '.join(unknown)}")
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise TypeError(f"stage type {self.name!r} declares keys twice: {', '.join(duplicated)}")
@@ -157,7 +161,7 @@ class StageType:
         fields = {f.name: f for f in dataclasses.fields(self.technique)}
         values: dict[str, Any] = {}
         for key in self.keys:
-            if key.name in fields and key.name not in ("selection",):
+            if key.name in fields:
                 value = getattr(config, key.name)
                 values[key.name] = tuple(value) if isinstance(value, list) else value
         if self.selection and "selection" in fields:
@@ -363,7 +367,7 @@ register(StageType(
         Key("compile", bool, True, "run edgetpu_compiler when installed (false: the offline analysis only)"),
         Key("num_segments", int | None, None, "split for pipelining over several Edge TPUs"),
         Key("min_runtime_version", int | None, None, "the compiler's --min_runtime_version (null: its default)"),
-        Key("timeout", int, 180, "seconds for the compiler"),
+        Key("timeout", int, compiler.DEFAULT_TIMEOUT, "seconds for the compiler"),
     ),
     describe=("io_type", "compile", "num_segments"),
 ))  # fmt: skip
@@ -372,17 +376,20 @@ register(StageType(
 # --- Generated documentation and tool flags -----------------------------------------------
 
 
-def _type_text(tp: Any) -> str:
+def type_name(tp: Any) -> str:
+    """An annotation in words, for messages ("expected a number or null") and the key tables."""
+    if tp is type(None):
+        return "null"
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_text(a) for a in typing.get_args(tp))
+        return " or ".join(type_name(a) for a in typing.get_args(tp))
     if origin is list:
-        return f"list of {_type_text(typing.get_args(tp)[0])}"
+        return f"a list of {type_name(typing.get_args(tp)[0])}"
     if origin is dict:
-        return f"{{name: {_type_text(typing.get_args(tp)[1])}}}"
+        return f"a mapping of {type_name(typing.get_args(tp)[1])}"
     if dataclasses.is_dataclass(tp):
-        return "mapping"
-    return {type(None): "null", float: "number", int: "integer", bool: "bool", str: "string"}.get(tp, str(tp))
+        return "a mapping"
+    return {float: "a number", int: "an integer", bool: "true/false", str: "a string"}.get(tp, str(tp))
 
 
 def _value_text(value: Any) -> str:
@@ -410,31 +417,31 @@ def markdown() -> str:
             meaning = key.doc.replace("|", "\\|")
             if key.choices:
                 meaning += f"; one of {', '.join(f'`{c}`' for c in key.choices)}"
-            lines.append(f"| `{key.name}` | {_type_text(key.type)} | `{_value_text(key.default)}` | {meaning} |")
+            lines.append(f"| `{key.name}` | {type_name(key.type)} | `{_value_text(key.default)}` | {meaning} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
-def define_flags(
-    stage_name: str, names: Sequence[str], flag_values: Any = None, defaults: Mapping[str, Any] | None = None
-) -> None:
-    """absl flags for keys `names` of stage type `stage_name`, with the declared types, defaults,
-    docs and enum values (tools that run one technique without a recipe). `defaults` replaces a
-    declared default where a tool has its own (e.g. no target of its own but a default budget).
-    Lists are comma-separated flags; {name: value} keys repeatable name=value flags."""
+def define_flags(keys: Iterable[Key], names: Sequence[str], flag_values: Any = None) -> None:
+    """absl flags for the keys named `names` among `keys` (a stage type's `keys`, or
+    `config_keys` of a technique config), with the declared types, defaults, docs and enum
+    values: the single-technique tools' flags. Lists are comma-separated flags; {name: value}
+    keys repeatable name=value flags."""
     from absl import flags
 
+    # The flags belong to the tool that calls this (its --help lists them), not to this module.
+    flags.disclaim_key_flags()
     flag_values = flags.FLAGS if flag_values is None else flag_values
-    keys = {k.name: k for k in get(stage_name).keys}
+    by_name = {k.name: k for k in keys}
     for name in names:
-        key = keys[name]
-        default = (defaults or {}).get(name, key.default)
+        key = by_name[name]
+        default = key.default
         tp = key.type
         options = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (
             typing.Union, types.UnionType) else [tp]  # fmt: skip
         base = options[0]
         doc = key.doc[:1].upper() + key.doc[1:] + "."
-        common = dict(flag_values=flag_values)
+        common = {"flag_values": flag_values}
         if key.choices and base is str:
             flags.DEFINE_enum(name, default, list(key.choices), doc, **common)
         elif key.choices and typing.get_origin(base) is list:
@@ -451,7 +458,7 @@ def define_flags(
             flags.DEFINE_multi_string(name, [f"{k}={v}" for k, v in default.items()], doc + " name=value, repeatable.",
                                       **common)  # fmt: skip
         else:
-            raise TypeError(f"no flag type for key {name!r} ({_type_text(tp)})")
+            raise TypeError(f"no flag type for key {name!r} ({type_name(tp)})")
 
 
 TABLES_BEGIN = "<!-- stage key tables: generated by tools/recipe_docs.py from nlighten_tf/recipes/stage_types.py -->"

@@ -84,11 +84,11 @@ def test_a_stage_type_declared_once_is_validated_overridden_run_and_documented(t
 
     table = stage_types.markdown()
     assert "#### `toy`\n\nA toy technique.\n" in table
-    assert "| `strength` | number | `0.5` | how hard the toy technique pushes, in (0, 1] |" in table
-    assert "| `style` | string | `gentle` | how it pushes; one of `gentle`, `firm` |" in table
+    assert "| `strength` | a number | `0.5` | how hard the toy technique pushes, in (0, 1] |" in table
+    assert "| `style` | a string | `gentle` | how it pushes; one of `gentle`, `firm` |" in table
 
     values = flags.FlagValues()
-    stage_types.define_flags("toy", ["strength", "style", "learning_rate", "per_layer"], values)
+    stage_types.define_flags(toy.keys, ["strength", "style", "learning_rate", "per_layer"], values)
     values(["tool"])
     assert (values.strength, values.style, values.learning_rate, values.per_layer) == (0.5, "gentle", 2e-4, [])
     assert values["style"].parser.enum_values == ["gentle", "firm"]
