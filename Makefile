@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint data-packages convert-packages device-rpi mediapipe-packages clean
+.PHONY: demo test lint recipe-docs data-packages convert-packages device-rpi mediapipe-packages clean
 
 # Debian's python3.11 cannot create a venv (no ensurepip) until python3.11-venv is installed:
 # as root install it and retry, otherwise say in one line what to install.
@@ -83,6 +83,10 @@ test: data-packages $(STAMP) convert-packages device-rpi mediapipe-packages
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check nlighten_tf tools tests benchmarks examples
+
+# recipes/README.md's stage key tables, generated from nlighten_tf/recipes/stage_types.py.
+recipe-docs: $(STAMP)
+	$(PY) tools/recipe_docs.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -18,6 +18,8 @@ from pathlib import Path
 from absl import app, flags, logging
 
 import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
+from nlighten_tf.optimize.channel_prune import ChannelPruneConfig
+from nlighten_tf.recipes import stage_types
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mobilenet_v2", "Model registry name: the architecture built (without --keras_model) "
@@ -31,23 +33,14 @@ flags.DEFINE_integer("image_size", 32, "Input resolution (>= 32) when building -
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("train_limit", None, "Only the first N training examples.")
 flags.DEFINE_integer("eval_limit", None, "Only the first N evaluation examples.")
-flags.DEFINE_enum("criterion", "l1", ["l1", "l2", "bn_gamma", "entropy", "taylor"], "Channel importance criterion.")
-flags.DEFINE_float("keep_madds", None, "Fraction of MAdds to keep (default 0.5 when no other target is given).")
-flags.DEFINE_float("keep_params", None, "Fraction of trainable parameters to keep (instead of --keep_madds).")
-flags.DEFINE_multi_string("per_stage", [], "stage=keep_ratio, repeatable (stages: block3, block12, stem, top ...).")
-flags.DEFINE_multi_string("per_layer", [], "layer=keep_ratio, repeatable (applies to the layer's channel group).")
-flags.DEFINE_enum("allocation", "uniform", ["uniform", "sensitivity"], "How the global budget is spread.")
-flags.DEFINE_string("exclude", None, "Regex of group/layer names never pruned.")
-flags.DEFINE_integer("channel_multiple", 1, "Round kept channel counts to multiples of this.")
-flags.DEFINE_float("min_keep", 0.1, "Lowest keep ratio the allocation gives a group.")
-flags.DEFINE_integer("steps", 1, "Prune in this many rounds.")
-flags.DEFINE_float("epochs_per_step", 1.0, "Fine-tuning epochs after each round (0: none).")
-flags.DEFINE_float("final_epochs", 0.0, "Extra fine-tuning epochs at the end.")
-flags.DEFINE_bool("distill", False, "Fine-tune against the unpruned model (knowledge distillation).")
-flags.DEFINE_float("learning_rate", 1e-3, "Fine-tuning peak learning rate.")
-flags.DEFINE_integer("calibration_batches", 4, "Batches for the entropy/taylor criteria.")
-flags.DEFINE_integer("bn_recalibration_batches", 0, "Re-estimate BatchNorm statistics on this many batches (0: off).")
-flags.DEFINE_integer("sensitivity_batches", 4, "Training batches per point of the sensitivity scan.")
+# The technique's keys, as the recipe channel_prune stage declares them (sensitivity_batches from
+# ChannelPruneConfig: recipes do not offer it). Without a target, --keep_madds=0.5 is used.
+stage_types.define_flags(
+    [*stage_types.get("channel_prune").keys, *stage_types.config_keys(ChannelPruneConfig)],
+    ["criterion", "keep_madds", "keep_params", "per_stage", "per_layer", "allocation", "exclude", "channel_multiple",
+     "min_keep", "steps", "epochs_per_step", "final_epochs", "distill", "learning_rate", "calibration_batches",
+     "bn_recalibration_batches", "sensitivity_batches"],
+)  # fmt: skip
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("output", None, "Where to save the pruned model (default: channel_pruned/<model>.h5).")
 

@@ -18,18 +18,20 @@ from absl import app, flags, logging
 
 import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
 from nlighten_tf.export.targets import TARGETS, get_target
+from nlighten_tf.recipes import stage_types
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "efficientnet_lite0", "Model registry name (architecture and preprocessing).")
 flags.DEFINE_string("keras_model", None, "A saved tf_keras model (.keras/.h5/SavedModel) to export instead of a fresh build.")
 flags.DEFINE_integer("input_size", 224, "Input resolution when building --model.")
 flags.DEFINE_string("weights", None, "Weights for --model (e.g. imagenet).")
-flags.DEFINE_list("targets", ["fp32", "int8"], f"Export targets: {', '.join(TARGETS)}.")
 flags.DEFINE_string("data", "digits", "Data spec for labels and int8 calibration.")
-flags.DEFINE_integer("calibration_samples", 100, "Representative examples for full-integer calibration.")
+# As the recipe export stage declares them.
+stage_types.define_flags(stage_types.get("export").keys, ["targets", "calibration_samples"])
 flags.DEFINE_string("preprocessing", None, "Normalisation scheme (default: the model's registry scheme).")
 flags.DEFINE_string("labels", None, "Text file with one label per line (default: the class names of --data).")
-flags.DEFINE_enum("edgetpu_io", "uint8", ["uint8", "int8"], "Input/output dtype of the edgetpu target.")
+flags.DEFINE_enum("edgetpu_io", TARGETS["edgetpu"].io_type, list(stage_types.IO_TYPES),
+                  "Input/output dtype of the edgetpu target.")  # fmt: skip
 flags.DEFINE_string("output_dir", "exports", "Where the .tflite files and sidecar JSONs go.")
 flags.DEFINE_string("name", None, "File stem (default: the model name).")
 

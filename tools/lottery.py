@@ -15,6 +15,7 @@ import sys
 from absl import app, flags, logging
 
 import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
+from nlighten_tf.recipes import stage_types
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "mobilenet_v2", "Model registry name.")
@@ -24,13 +25,9 @@ flags.DEFINE_string("eval_split", "test", "Split the rounds are evaluated on.")
 flags.DEFINE_integer("image_size", 32, "Input resolution (>= 32).")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("train_limit", None, "Only the first N training examples.")
-flags.DEFINE_integer("rounds", 3, "Pruning rounds after the dense round 0.")
-flags.DEFINE_float("prune_fraction", 0.2, "Fraction of the surviving weights removed per round.")
-flags.DEFINE_integer("rewind_steps", 0, "0: rewind to initialisation; k: late rewinding to step k.")
-flags.DEFINE_bool("random_control", True, "Also train each round's masks from a fresh random initialisation.")
-flags.DEFINE_enum("policy", "all", ["all", "xnnpack", "conv1x1", "dense"], "Which kernels are pruned.")
-flags.DEFINE_float("epochs", 2.0, "Training epochs per round.")
-flags.DEFINE_float("learning_rate", 2e-3, "Peak learning rate.")
+# The recipe lottery stage's keys (epochs: per round).
+stage_types.define_flags(stage_types.get("lottery").keys, ["rounds", "prune_fraction", "rewind_steps", "random_control",
+                                                           "policy", "epochs", "learning_rate"])  # fmt: skip
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("output_dir", "lottery_results", "Where lottery.json / .md / .png go.")
 

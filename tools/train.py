@@ -16,6 +16,8 @@ from pathlib import Path
 from absl import app, flags, logging
 
 import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
+from nlighten_tf.optimize.training import STRATEGIES
+from nlighten_tf.recipes import stage_types
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "efficientnet_lite0", "Model registry name.")
@@ -30,12 +32,10 @@ flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_string("augment", None, "Training augmentation: basic, strong, flip,crop,randaugment,mixup ...")
 flags.DEFINE_integer("train_limit", None, "Only the first N training examples.")
 flags.DEFINE_integer("eval_limit", None, "Only the first N evaluation examples.")
-flags.DEFINE_float("epochs", 3.0, "Epochs (fractions allowed).")
-flags.DEFINE_float("learning_rate", 2e-3, "Peak learning rate.")
-flags.DEFINE_enum("optimizer", "adam", ["adam", "sgd", "rmsprop"], "Optimizer.")
-flags.DEFINE_enum("lr_schedule", "cosine", ["constant", "cosine"], "Learning-rate schedule.")
-flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"], "tf.distribute strategy.")
+# How it trains: the recipe train stage's keys, with their defaults and docs.
+stage_types.define_flags(stage_types.get("train").keys, ["epochs", "learning_rate", "optimizer", "lr_schedule",
+                                                         "label_smoothing"])  # fmt: skip
+flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy.")
 flags.DEFINE_integer("seed", 0, "Random seed (initialisation and shuffling).")
 flags.DEFINE_string("output", None, "Where to save the model (default: trained/<model>.h5).")
 
@@ -71,10 +71,7 @@ def main(argv: list[str]) -> int:
         atomic.check_output_file(output.with_suffix(".json"), "--output (metrics file)")
         options = parse_key_values(FLAGS.model_option, "--model_option")
         check_model_options(FLAGS.model, options, f"--model={FLAGS.model} --model_option")
-        config = training.TrainConfig(
-            epochs=FLAGS.epochs, learning_rate=FLAGS.learning_rate, optimizer=FLAGS.optimizer,
-            lr_schedule=FLAGS.lr_schedule, label_smoothing=FLAGS.label_smoothing, verbose=keras_verbosity(),
-        )  # fmt: skip
+        config = stage_types.get("train").train_config(FLAGS, verbose=keras_verbosity())
         common = dict(image_size=FLAGS.image_size, batch_size=FLAGS.batch_size, model=FLAGS.model,
                       data_dir=FLAGS.data_dir, cache=True)  # fmt: skip
         train, info = data.load(FLAGS.data, FLAGS.train_split, augment=FLAGS.augment, seed=FLAGS.seed,

@@ -40,6 +40,7 @@ from nlighten_tf.optimize import graph as graph_lib
 from nlighten_tf.optimize import training
 from nlighten_tf.optimize.channel_groups import ChannelGraph, analyze, restore, slice_model, zero_inputs
 from nlighten_tf.optimize.distill import DistillConfig
+from nlighten_tf.optimize.fields import documented
 
 CRITERIA = ("l1", "l2", "bn_gamma", "entropy", "taylor")
 DATA_CRITERIA = ("entropy", "taylor")
@@ -69,25 +70,30 @@ class ChannelPruneConfig:
     statistics on that many training batches (0: off). Removing channels shifts the inputs of
     the next BatchNorms, and short CPU fine-tunes leave their moving statistics stale."""
 
-    criterion: str = "l1"
-    keep_madds: float | None = None
-    keep_params: float | None = None
-    per_stage: Mapping[str, float] = dataclasses.field(default_factory=dict)
-    per_layer: Mapping[str, float] = dataclasses.field(default_factory=dict)
-    allocation: str = "uniform"
-    exclude: str | None = None
-    channel_multiple: int = 1
-    min_keep: float = 0.1
+    criterion: str = documented("l1", "channel importance criterion", choices=CRITERIA)
+    keep_madds: float | None = documented(None, "fraction of the model's MAdds to keep, in (0, 1]")
+    keep_params: float | None = documented(None, "fraction of the trainable parameters to keep (instead of keep_madds)")
+    per_stage: Mapping[str, float] = documented(
+        factory=dict, doc="{stage: keep ratio}; stages are name prefixes (block3, block12, stem, top)"
+    )
+    per_layer: Mapping[str, float] = documented(factory=dict, doc="{layer: keep ratio} for the layer's channel group")
+    allocation: str = documented(
+        "uniform", "how a global budget is spread: uniform, or sensitivity (a per-group scan on training "
+        "batches, written as sensitivity.{json,md,png})", choices=ALLOCATIONS,
+    )  # fmt: skip
+    exclude: str | None = documented(None, "regex of group/layer names never pruned")
+    channel_multiple: int = documented(1, "round kept channel counts to multiples of this")
+    min_keep: float = documented(0.1, "lowest keep ratio the allocation gives a group")
     tolerance: float = 0.02
-    steps: int = 1
-    epochs_per_step: float = 1.0
-    final_epochs: float = 0.0
+    steps: int = documented(1, "prune in this many rounds")
+    epochs_per_step: float = documented(1.0, "fine-tuning epochs after each round (0: none)")
+    final_epochs: float = documented(0.0, "extra fine-tuning epochs at the end")
     distill: DistillConfig | None = None
-    calibration_batches: int = 4
-    bn_recalibration_batches: int = 0
+    calibration_batches: int = documented(4, "training batches for the entropy/taylor criteria")
+    bn_recalibration_batches: int = documented(0, "re-estimate BatchNorm statistics on this many training batches (0: off)")
     entropy_bins: int = 32
     sensitivity_ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
-    sensitivity_batches: int = 4
+    sensitivity_batches: int = documented(4, "training batches per point of the sensitivity scan")
 
     def __post_init__(self):
         if self.criterion not in CRITERIA:

@@ -12,6 +12,7 @@ import tf_keras
 
 from nlighten_tf.keras_utils import unwrap
 from nlighten_tf.optimize import training, weight_stats
+from nlighten_tf.optimize.fields import documented
 from nlighten_tf.optimize.selection import LayerSelection, wrap_selected
 
 _clustering = tfmot.clustering.keras
@@ -30,9 +31,9 @@ class ClusterConfig:
     preserve_sparsity None = on when the model is sparse (zeros stay zero; the zero centroid
     is one of the clusters)."""
 
-    number_of_clusters: int = 16
-    centroid_init: str = "kmeans_plus_plus"
-    preserve_sparsity: bool | None = None
+    number_of_clusters: int = documented(16, "distinct weight values per kernel (>= 2)")
+    centroid_init: str = documented("kmeans_plus_plus", "how the centroids start", choices=CENTROID_INITS)
+    preserve_sparsity: bool | None = documented(None, "keep zeros zero (null: on when the model is sparse)")
     selection: LayerSelection = dataclasses.field(default_factory=LayerSelection)
 
     def __post_init__(self):

@@ -14,12 +14,13 @@ import tensorflow as tf
 import tf_keras
 
 from nlighten_tf.optimize import training
+from nlighten_tf.optimize.fields import documented
 
 
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
-    alpha: float = 0.1  # weight of the hard-label loss
-    temperature: float = 4.0
+    alpha: float = documented(0.1, "weight of the hard-label loss (the teacher's soft targets get 1 - alpha)")
+    temperature: float = documented(4.0, "softmax temperature of the soft targets")
 
     def __post_init__(self):
         if not 0.0 <= self.alpha <= 1.0:

@@ -18,18 +18,21 @@ import tf_keras
 
 from nlighten_tf.keras_utils import copy_model, kernel_of, unwrap
 from nlighten_tf.optimize import training
+from nlighten_tf.optimize.fields import documented
 from nlighten_tf.optimize.selection import LayerSelection
 
 
 @dataclasses.dataclass(frozen=True)
 class LotteryConfig:
-    rounds: int = 5
-    prune_fraction: float = 0.2
-    rewind_steps: int = 0  # 0: rewind to initialisation; k > 0: late rewinding to step k
-    random_control: bool = True
+    rounds: int = documented(3, "pruning rounds after the dense round 0")
+    prune_fraction: float = documented(0.2, "fraction of the surviving weights removed per round, in (0, 1)")
+    rewind_steps: int = documented(0, "0: rewind to initialisation; k > 0: late rewinding to step k")
+    random_control: bool = documented(True, "also train each round's masks from a fresh random initialisation")
     selection: LayerSelection = dataclasses.field(default_factory=LayerSelection)
 
     def __post_init__(self):
+        if self.selection.per_layer:
+            raise ValueError("per_layer is not supported by the lottery loop (one prune_fraction for every kernel)")
         if self.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {self.rounds}")
         if not 0.0 < self.prune_fraction < 1.0:

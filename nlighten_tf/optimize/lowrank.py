@@ -12,12 +12,13 @@ from tf_keras import layers
 from nlighten_tf.keras_utils import copy_model
 from nlighten_tf.models.complexity import count_params
 from nlighten_tf.optimize import graph
+from nlighten_tf.optimize.fields import documented
 from nlighten_tf.optimize.selection import LayerSelection, is_pointwise_conv
 
 
 @dataclasses.dataclass(frozen=True)
 class LowRankConfig:
-    energy: float = 0.9
+    energy: float = documented(0.9, "fraction of the squared singular values each factorised kernel keeps, in (0, 1]")
     selection: LayerSelection = dataclasses.field(default_factory=LayerSelection)
 
     def __post_init__(self):

@@ -17,6 +17,7 @@ import tf_keras
 
 from nlighten_tf.keras_utils import unwrap
 from nlighten_tf.optimize import training, weight_stats
+from nlighten_tf.optimize.fields import documented
 from nlighten_tf.optimize.selection import LayerSelection, wrap_selected
 
 SCHEDULES = ("polynomial", "constant")
@@ -34,14 +35,14 @@ class PruneConfig:
     Depthwise kernels are never pruned: TFMOT's prune registry lists no prunable weights for
     DepthwiseConv2D (they are a few percent of the weights and pruning them costs accuracy)."""
 
-    target_sparsity: float = 0.75
-    schedule: str = "polynomial"
-    initial_sparsity: float = 0.0
-    begin_epoch: float = 0.0
-    end_epoch: float | None = None
-    frequency: int = 100
+    target_sparsity: float = documented(0.75, "fraction of zeros in each selected kernel, in [0, 1)")
+    schedule: str = documented("polynomial", "how sparsity ramps from initial_sparsity to target_sparsity", choices=SCHEDULES)
+    initial_sparsity: float = documented(0.0, "sparsity at begin_epoch")
+    begin_epoch: float = documented(0.0, "epoch the schedule starts")
+    end_epoch: float | None = documented(None, "epoch the target is reached (null: 75% of the stage's epochs)")
+    frequency: int = documented(100, "steps between mask updates (clamped to the run)")
     selection: LayerSelection = dataclasses.field(default_factory=LayerSelection)
-    m_by_n: tuple[int, int] | None = None
+    m_by_n: tuple[int, int] | None = documented(None, "structured sparsity [M, N], e.g. [2, 4] keeps 2 of every 4 weights (target ignored)")
 
     def __post_init__(self):
         check_sparsity("target_sparsity", self.target_sparsity)
@@ -57,6 +58,8 @@ class PruneConfig:
         if self.begin_epoch < 0 or (self.end_epoch is not None and self.end_epoch <= self.begin_epoch):
             raise ValueError(f"need 0 <= begin_epoch < end_epoch, got {self.begin_epoch}, {self.end_epoch}")
         if self.m_by_n is not None:
+            if len(self.m_by_n) != 2:
+                raise ValueError(f"m_by_n must be [M, N], got {list(self.m_by_n)}")
             m, n = self.m_by_n
             if not 0 < m < n:
                 raise ValueError(f"m_by_n must be (M, N) with 0 < M < N, got {self.m_by_n}")

@@ -15,6 +15,7 @@ import tf_keras
 from tf_keras import layers
 
 from nlighten_tf.keras_utils import copy_model, kernel_of, unwrap
+from nlighten_tf.optimize.fields import documented
 
 POLICIES = ("all", "xnnpack", "conv1x1", "dense")
 
@@ -34,10 +35,15 @@ class LayerSelection:
     'dense'. include/exclude: regexes on layer names (exclude wins). per_layer: {regex: value}
     overrides of the technique's target for matching layers (first match wins)."""
 
-    policy: str = "all"
-    include: str | None = None
-    exclude: str | None = None
-    per_layer: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    policy: str = documented(
+        "all", "which kernels: all (every conv/dense kernel), xnnpack (1x1 convolutions as TFMOT's "
+        "PruneForLatencyOnXNNPack, on a sparse-ready graph), conv1x1, dense", choices=POLICIES,
+    )  # fmt: skip
+    include: str | None = documented(None, "regex on layer names: only matching layers")
+    exclude: str | None = documented(None, "regex on layer names: matching layers are left alone (wins over include)")
+    per_layer: Mapping[str, float] = documented(
+        factory=dict, doc="{regex: target} overriding the stage's target for matching layers (first match wins)"
+    )
 
     def __post_init__(self):
         if self.policy not in POLICIES:

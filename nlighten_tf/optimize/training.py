@@ -19,6 +19,7 @@ import tf_keras
 from nlighten_tf import interrupts
 from nlighten_tf.errors import NlightenError
 from nlighten_tf.keras_utils import copy_model
+from nlighten_tf.optimize.fields import documented
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 _multi_worker: tf.distribute.Strategy | None = None  # reads TF_CONFIG; see get_strategy
@@ -66,12 +67,12 @@ class StopOnInterrupt(tf_keras.callbacks.Callback):
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    epochs: float = 1.0  # fractional epochs allowed: a quick fine-tune of part of the data
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    lr_schedule: str = "cosine"
-    label_smoothing: float = 0.0
-    verbose: int = 1
+    epochs: float = documented(1.0, "training epochs; fractions allowed (0.3 = the first 30% of a pass)")
+    learning_rate: float = documented(1e-3, "peak learning rate")
+    optimizer: str = documented("adam", "optimizer", choices=OPTIMIZERS)
+    lr_schedule: str = documented("cosine", "learning-rate schedule", choices=LR_SCHEDULES)
+    label_smoothing: float = documented(0.0, "label smoothing, from 0 to below 1")
+    verbose: int = 1  # Keras progress output; set by the caller, not a recipe key
 
     def __post_init__(self):
         for key in ("epochs", "learning_rate", "label_smoothing"):

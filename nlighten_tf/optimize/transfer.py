@@ -26,6 +26,7 @@ from tf_keras import layers
 
 from nlighten_tf.keras_utils import copy_model, unwrap
 from nlighten_tf.optimize import training
+from nlighten_tf.optimize.fields import documented
 
 # The head build_transfer_model adds, and the one the registry builders add with
 # include_top=True: either is "the head" that the first phase trains.
@@ -179,9 +180,9 @@ class TransferConfig:
 
     head: training.TrainConfig = dataclasses.field(default_factory=training.TrainConfig)
     fine_tune: training.TrainConfig | None = None
-    unfreeze_top_blocks: int = 0
-    unfreeze_blocks: tuple[str, ...] = ()
-    train_batchnorm: bool = False
+    unfreeze_top_blocks: int = documented(0, "train the top N blocks in the fine-tuning phase")
+    unfreeze_blocks: tuple[str, ...] = documented((), "or name the blocks to train (stem, block1 .. block7, top ...)")
+    train_batchnorm: bool = documented(False, "train the BatchNorms too (else they stay frozen, in inference mode)")
 
     def __post_init__(self):
         top = self.unfreeze_top_blocks

@@ -13,7 +13,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nlighten_tf.recipes import schema
+from nlighten_tf.recipes import schema, stage_types
 from nlighten_tf.recipes.schema import RecipeError
 
 # Mappings whose keys are free-form (checked later against the model registry or data layer).
@@ -85,7 +85,7 @@ def _set_in(section: dict[str, Any], path: list[str], value: Any, cls: type, pre
         target[path[-1]] = value
         return
     if key == "teacher":
-        _set_in(nested, path[1:], value, schema.TeacherSpec, f"{prefix}.teacher", where)
+        _set_in(nested, path[1:], value, stage_types.TeacherSpec, f"{prefix}.teacher", where)
         return
     raise RecipeError(f"{where}: {prefix}.{key} is a single value, not a mapping")
 
@@ -103,11 +103,11 @@ def _set_stage(recipe: dict[str, Any], path: list[str], value: Any, where: str) 
         if not 1 <= number <= len(stages):
             raise RecipeError(f"{where}: no stage {number}: the recipe has stages 1..{len(stages)} ({', '.join(kinds)})")
         rest = path[1:]
-        if rest and rest[0] in schema.STAGE_CLASSES and rest[0] not in schema.field_names(_class(kinds[number - 1])):
+        if rest and rest[0] in stage_types.names() and rest[0] not in schema.field_names(_class(kinds[number - 1])):
             if rest[0] != kinds[number - 1]:
                 raise RecipeError(f"{where}: stage {number} is {kinds[number - 1]!r}, not {rest[0]!r}")
             rest = rest[1:]
-    elif selector in schema.STAGE_CLASSES:
+    elif selector in stage_types.names():
         matches = [i for i, kind in enumerate(kinds, start=1) if kind == selector]
         if not matches:
             raise RecipeError(f"{where}: the recipe has no {selector!r} stage; its stages: {', '.join(kinds)}")
@@ -144,7 +144,7 @@ def _stage_type(entry: Any) -> str:
 
 def _class(kind: str) -> type:
     try:
-        return schema.STAGE_CLASSES[kind]
+        return stage_types.get(kind).config_class
     except KeyError:
         raise RecipeError(f"unknown stage type {kind!r}") from None
 

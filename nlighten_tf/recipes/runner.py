@@ -285,7 +285,7 @@ def _run_stage(stage: Stage, ctx) -> dict[str, Any]:
         # shuffle generator, which every epoch of the earlier stages advanced.
         tf_keras.utils.set_random_seed(ctx.recipe.seed + stage.index)
         ctx.train, ctx.eval, _, _ = stages.data_for(ctx.recipe)
-        outcome = stages.EXECUTORS[stage.type](stage, ctx, partial)
+        outcome = stage.declaration.run(stage, ctx, partial)
         metrics: dict[str, Any] = {"stage": stage.dirname, "index": stage.index, "type": stage.type,
                                    "config": dataclasses.asdict(stage.config)}  # fmt: skip
         qat_scheme = outcome.qat_scheme or ctx.qat_scheme

@@ -24,10 +24,8 @@ from typing import Any
 import yaml
 
 from nlighten_tf.errors import NlightenError
+from nlighten_tf.recipes import stage_types
 
-STAGE_TYPES = ("train", "transfer", "distill", "channel_prune", "prune", "cluster", "qat", "lottery", "lowrank", "export", "benchmark", "edgetpu")
-# Stages that (re)train or replace the weights; export/benchmark/edgetpu only read them.
-TRAINING_STAGES = frozenset({"train", "transfer", "distill", "channel_prune", "prune", "cluster", "qat", "lottery", "lowrank"})
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -131,195 +129,10 @@ class DataSpec:
 
 
 @dataclasses.dataclass
-class TrainParams:
-    """How a stage trains (optimize.training.TrainConfig). Fractional epochs are allowed."""
-
-    epochs: float = 1.0
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    lr_schedule: str = "cosine"
-    label_smoothing: float = 0.0
-
-
-@dataclasses.dataclass
-class SelectionParams:
-    """Which layers a technique touches (optimize.selection.LayerSelection)."""
-
-    policy: str = "all"
-    include: str | None = None
-    exclude: str | None = None
-    per_layer: dict[str, float] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass
-class TrainStage(TrainParams):
-    pass
-
-
-@dataclasses.dataclass
-class TransferStage:
-    """Transfer learning (optimize.transfer): the head alone for head_epochs on the frozen
-    backbone, then also the top `unfreeze_top_blocks` blocks (or the blocks named in
-    `unfreeze_blocks`) for fine_tune_epochs at the lower fine_tune_learning_rate. BatchNorms stay
-    frozen (inference mode) unless train_batchnorm."""
-
-    head_epochs: float = 1.0
-    head_learning_rate: float = 1e-3
-    unfreeze_top_blocks: int = 0
-    unfreeze_blocks: list[str] = dataclasses.field(default_factory=list)
-    fine_tune_epochs: float = 0.0  # 0: the head only
-    fine_tune_learning_rate: float = 1e-4
-    train_batchnorm: bool = False
-    optimizer: str = "adam"
-    lr_schedule: str = "cosine"
-    label_smoothing: float = 0.0
-
-
-@dataclasses.dataclass
-class TeacherSpec:
-    """A registry model (optionally trained first for `epochs`) or a saved Keras model (`path`)."""
-
-    name: str | None = None
-    options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    weights: str | None = None
-    path: str | None = None
-    epochs: float = 0.0
-    learning_rate: float = 1e-3
-
-
-@dataclasses.dataclass
-class DistillStage(TrainParams):
-    teacher: TeacherSpec = dataclasses.field(default_factory=TeacherSpec)
-    alpha: float = 0.1
-    temperature: float = 4.0
-
-
-@dataclasses.dataclass
-class ChannelPruneStage:
-    """Structured (filter) pruning to a narrower dense model (optimize.channel_prune): targets
-    keep_madds | keep_params and/or per_stage / per_layer keep ratios; fine-tuning for
-    epochs_per_step after each of `steps` rounds, then final_epochs, optionally distilled from
-    the unpruned model."""
-
-    criterion: str = "l1"
-    keep_madds: float | None = None
-    keep_params: float | None = None
-    per_stage: dict[str, float] = dataclasses.field(default_factory=dict)
-    per_layer: dict[str, float] = dataclasses.field(default_factory=dict)
-    allocation: str = "uniform"
-    exclude: str | None = None
-    channel_multiple: int = 1
-    min_keep: float = 0.1
-    steps: int = 1
-    epochs_per_step: float = 1.0
-    final_epochs: float = 0.0
-    learning_rate: float = 5e-4
-    optimizer: str = "adam"
-    lr_schedule: str = "cosine"
-    label_smoothing: float = 0.0
-    distill: bool = False
-    distill_alpha: float = 0.1
-    distill_temperature: float = 4.0
-    calibration_batches: int = 4
-    bn_recalibration_batches: int = 0
-
-
-@dataclasses.dataclass
-class PruneStage(TrainParams, SelectionParams):
-    learning_rate: float = 5e-4
-    target_sparsity: float = 0.75
-    schedule: str = "polynomial"
-    initial_sparsity: float = 0.0
-    begin_epoch: float = 0.0
-    end_epoch: float | None = None
-    frequency: int = 100
-    m_by_n: list[int] | None = None
-
-
-@dataclasses.dataclass
-class ClusterStage(TrainParams, SelectionParams):
-    learning_rate: float = 1e-4
-    number_of_clusters: int = 16
-    centroid_init: str = "kmeans_plus_plus"
-    preserve_sparsity: bool | None = None
-
-
-@dataclasses.dataclass
-class QATStage(TrainParams):
-    learning_rate: float = 1e-4
-    scheme: str = "auto"
-
-
-@dataclasses.dataclass
-class LotteryStage(TrainParams, SelectionParams):
-    rounds: int = 3
-    prune_fraction: float = 0.2
-    rewind_steps: int = 0
-    random_control: bool = True
-    keep: str = "last"  # which round's model the next stage gets: "last" or "best"
-
-
-@dataclasses.dataclass
-class LowRankStage(TrainParams, SelectionParams):
-    epochs: float = 0.0  # fine-tuning after the factorisation; 0 = none
-    learning_rate: float = 5e-4
-    energy: float = 0.9
-
-
-@dataclasses.dataclass
-class ExportStage:
-    targets: list[str] = dataclasses.field(default_factory=lambda: ["int8"])
-    calibration_samples: int = 200  # full-integer targets of a model without QAT
-    io_type: str | None = None  # int8/uint8 override for full-integer targets (e.g. the Edge TPU)
-    evaluate: bool = True  # top-1/top-5 of each .tflite through the interpreter on data.eval_split
-    runtime: str = "auto"
-
-
-@dataclasses.dataclass
-class BenchmarkStage:
-    threads: list[int] = dataclasses.field(default_factory=lambda: [1])
-    runs: int = 50
-    warmup: int = 5
-    runtime: str = "auto"
-    xnnpack: bool = True
-    rss: bool = False  # peak RSS in a fresh process per model (slow: one TensorFlow import each)
-    # Where to run the files: "host" and/or an emulated device ("rpi-aarch64", built by
-    # `make device-rpi`). With a device, every file's accuracy is measured on each runtime path
-    # (host XNNPACK, host builtin kernels, the device) on the first `device_limit` evaluation
-    # examples (emulation is ~100x slower), with their agreement; `device_runs` interleaved
-    # invokes time it (emulated: relative figures only).
-    devices: list[str] = dataclasses.field(default_factory=lambda: ["host"])
-    device_limit: int = 1000
-    device_runs: int = 5
-
-
-@dataclasses.dataclass
-class EdgeTPUStage:
-    """Exports the dense full-integer `edgetpu` target, analyses it op by op and compiles it
-    with edgetpu_compiler when that is installed (nlighten_tf.edgetpu.run)."""
-
-    calibration_samples: int = 200
-    io_type: str = "uint8"  # Coral's examples feed uint8; int8 also compiles
-    evaluate: bool = True  # top-1/top-5 of the dense int8 file through the interpreter
-    runtime: str = "auto"
-    compile: bool = True  # False: the offline analysis only
-    num_segments: int | None = None  # split for pipelining over several Edge TPUs
-    min_runtime_version: int | None = None
-    timeout: int = 180  # seconds for the compiler
-
-
-STAGE_CLASSES: dict[str, type] = {
-    "train": TrainStage, "transfer": TransferStage, "distill": DistillStage, "channel_prune": ChannelPruneStage, "prune": PruneStage, "cluster": ClusterStage, "qat": QATStage,
-    "lottery": LotteryStage, "lowrank": LowRankStage, "export": ExportStage, "benchmark": BenchmarkStage,
-    "edgetpu": EdgeTPUStage,
-}  # fmt: skip
-
-
-@dataclasses.dataclass
 class Stage:
     index: int  # from 1
     type: str
-    config: Any  # one of STAGE_CLASSES' instances
+    config: Any  # an instance of its stage type's config_class (nlighten_tf.recipes.stage_types)
 
     @property
     def label(self) -> str:
@@ -328,6 +141,18 @@ class Stage:
     @property
     def dirname(self) -> str:
         return f"{self.index:02d}-{self.type}"
+
+    @property
+    def declaration(self) -> stage_types.StageType:
+        return stage_types.get(self.type)
+
+    def technique(self, verbose: int = 0) -> Any:
+        """The technique config its keys describe (PruneConfig ...; None for export and the like)."""
+        return self.declaration.technique_config(self.config, verbose)
+
+    def train_config(self, verbose: int = 0) -> Any:
+        """How it trains (optimize.training.TrainConfig)."""
+        return self.declaration.train_config(self.config, verbose)
 
 
 @dataclasses.dataclass
@@ -360,21 +185,6 @@ def field_names(cls: type) -> list[str]:
 
 
 # --- Typed construction -------------------------------------------------------------------
-
-
-def _type_name(tp: Any) -> str:
-    if tp is type(None):
-        return "null"
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    if origin is dict:
-        return f"a mapping of {_type_name(typing.get_args(tp)[1])}"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {float: "a number", int: "an integer", bool: "true/false", str: "a string"}.get(tp, str(tp))
 
 
 class _TypeMismatch(Exception):
@@ -449,7 +259,7 @@ def _coerce_key(value: Any, hint: Any, label: str) -> Any:
     try:
         return _coerce(value, hint, label)
     except _TypeMismatch:
-        raise RecipeError(f"{label}: expected {_type_name(hint)}, got {_describe(value)}") from None
+        raise RecipeError(f"{label}: expected {stage_types.type_name(hint)}, got {_describe(value)}") from None
     except _OutOfRange as error:
         raise RecipeError(f"{label}: {error}") from None
 
@@ -497,109 +307,7 @@ def _checked(where: str, make):
         raise RecipeError(f"{where}: {' '.join(str(error).split())}") from None
 
 
-def train_config(params: TrainParams, verbose: int = 0):
-    from nlighten_tf.optimize.training import TrainConfig
-
-    return TrainConfig(
-        epochs=params.epochs, learning_rate=params.learning_rate, optimizer=params.optimizer,
-        lr_schedule=params.lr_schedule, label_smoothing=params.label_smoothing, verbose=verbose,
-    )  # fmt: skip
-
-
-def selection(params: SelectionParams, with_per_layer: bool = True):
-    from nlighten_tf.optimize.selection import LayerSelection
-
-    per_layer = dict(params.per_layer) if with_per_layer else {}
-    return LayerSelection(policy=params.policy, include=params.include, exclude=params.exclude, per_layer=per_layer)
-
-
-def prune_config(stage: PruneStage):
-    from nlighten_tf.optimize.prune import PruneConfig
-
-    if stage.m_by_n is not None and len(stage.m_by_n) != 2:
-        raise ValueError(f"m_by_n must be [M, N], got {stage.m_by_n}")
-    return PruneConfig(
-        target_sparsity=stage.target_sparsity, schedule=stage.schedule, initial_sparsity=stage.initial_sparsity,
-        begin_epoch=stage.begin_epoch, end_epoch=stage.end_epoch, frequency=stage.frequency,
-        selection=selection(stage), m_by_n=tuple(stage.m_by_n) if stage.m_by_n else None,
-    )  # fmt: skip
-
-
-def channel_prune_config(stage: ChannelPruneStage):
-    from nlighten_tf.optimize.channel_prune import ChannelPruneConfig
-    from nlighten_tf.optimize.distill import DistillConfig
-
-    distill = DistillConfig(alpha=stage.distill_alpha, temperature=stage.distill_temperature) if stage.distill else None
-    return ChannelPruneConfig(
-        criterion=stage.criterion, keep_madds=stage.keep_madds, keep_params=stage.keep_params,
-        per_stage=dict(stage.per_stage), per_layer=dict(stage.per_layer), allocation=stage.allocation,
-        exclude=stage.exclude, channel_multiple=stage.channel_multiple, min_keep=stage.min_keep, steps=stage.steps,
-        epochs_per_step=stage.epochs_per_step, final_epochs=stage.final_epochs, distill=distill,
-        calibration_batches=stage.calibration_batches, bn_recalibration_batches=stage.bn_recalibration_batches,
-    )  # fmt: skip
-
-
-def channel_prune_train_config(stage: ChannelPruneStage, verbose: int = 0):
-    """How each fine-tune trains; channel_prune sets the epochs (epochs_per_step / final_epochs)."""
-    from nlighten_tf.optimize.training import TrainConfig
-
-    return TrainConfig(
-        epochs=1.0, learning_rate=stage.learning_rate, optimizer=stage.optimizer, lr_schedule=stage.lr_schedule,
-        label_smoothing=stage.label_smoothing, verbose=verbose,
-    )  # fmt: skip
-
-
-def cluster_config(stage: ClusterStage):
-    from nlighten_tf.optimize.cluster import ClusterConfig
-
-    return ClusterConfig(
-        number_of_clusters=stage.number_of_clusters, centroid_init=stage.centroid_init,
-        preserve_sparsity=stage.preserve_sparsity, selection=selection(stage),
-    )  # fmt: skip
-
-
-def lottery_config(stage: LotteryStage):
-    from nlighten_tf.optimize.lottery import LotteryConfig
-
-    if stage.per_layer:
-        raise ValueError("per_layer is not supported by the lottery loop (one prune_fraction for every kernel)")
-    if stage.keep not in ("last", "best"):
-        raise ValueError(f"keep must be 'last' or 'best', got {stage.keep!r}")
-    return LotteryConfig(
-        rounds=stage.rounds, prune_fraction=stage.prune_fraction, rewind_steps=stage.rewind_steps,
-        random_control=stage.random_control, selection=selection(stage, with_per_layer=False),
-    )  # fmt: skip
-
-
-def lowrank_config(stage: LowRankStage):
-    from nlighten_tf.optimize.lowrank import LowRankConfig
-
-    return LowRankConfig(energy=stage.energy, selection=selection(stage))
-
-
-def distill_config(stage: DistillStage):
-    from nlighten_tf.optimize.distill import DistillConfig
-
-    return DistillConfig(alpha=stage.alpha, temperature=stage.temperature)
-
-
-def transfer_config(stage: TransferStage, verbose: int = 0):
-    from nlighten_tf.optimize.training import TrainConfig
-    from nlighten_tf.optimize.transfer import TransferConfig
-
-    common = dict(optimizer=stage.optimizer, lr_schedule=stage.lr_schedule, label_smoothing=stage.label_smoothing,
-                  verbose=verbose)  # fmt: skip
-    head = TrainConfig(epochs=stage.head_epochs, learning_rate=stage.head_learning_rate, **common)
-    fine_tune = None
-    if stage.fine_tune_epochs > 0:
-        fine_tune = TrainConfig(epochs=stage.fine_tune_epochs, learning_rate=stage.fine_tune_learning_rate, **common)
-    return TransferConfig(
-        head=head, fine_tune=fine_tune, unfreeze_top_blocks=stage.unfreeze_top_blocks,
-        unfreeze_blocks=tuple(stage.unfreeze_blocks), train_batchnorm=stage.train_batchnorm,
-    )  # fmt: skip
-
-
-def _check_transfer(where: str, stage: TransferStage) -> None:
+def _check_transfer(where: str, stage: Any) -> None:
     """The transfer stage's keys, each error naming its key (TransferConfig's own messages
     cannot: they speak of phases)."""
     for key in ("head_epochs", "head_learning_rate", "fine_tune_learning_rate"):
@@ -620,7 +328,6 @@ def _check_transfer(where: str, stage: TransferStage) -> None:
     if unfreezes and stage.fine_tune_epochs == 0:
         key = "unfreeze_top_blocks" if stage.unfreeze_top_blocks else "unfreeze_blocks"
         raise RecipeError(f"{where}: key {key!r}: unfrozen blocks train in the fine-tuning phase: set fine_tune_epochs > 0")
-    _checked(where, lambda: transfer_config(stage))
 
 
 @functools.lru_cache(maxsize=16)
@@ -718,24 +425,17 @@ def check_model_options(name: str, options: Mapping[str, Any], where: str, prefi
 def _check_stage(source: str, stage: Stage, recipe_data: DataSpec) -> None:
     where = f"{source}: {stage.label}"
     config = stage.config
-    if isinstance(config, TrainParams):
-        if stage.type == "lowrank":
-            if config.epochs < 0:
-                raise RecipeError(f"{where}: key 'epochs': must be >= 0 (0 = no fine-tuning), got {config.epochs}")
-            if config.epochs > 0:
-                _checked(where, lambda: train_config(config))
-        else:
-            _checked(where, lambda: train_config(config))
-    makers = {
-        "channel_prune": channel_prune_config, "prune": prune_config, "cluster": cluster_config, "lottery": lottery_config, "lowrank": lowrank_config,
-        "distill": distill_config,
-    }  # fmt: skip
-    if stage.type in makers:
-        _checked(where, lambda: makers[stage.type](config))
+    declaration = stage.declaration
+    if stage.type == "lowrank":
+        if config.epochs < 0:
+            raise RecipeError(f"{where}: key 'epochs': must be >= 0 (0 = no fine-tuning), got {config.epochs}")
+        if config.epochs > 0:
+            _checked(where, stage.train_config)
+    elif declaration.trains:
+        _checked(where, stage.train_config)
     if stage.type == "transfer":
         _check_transfer(where, config)
-    if stage.type == "channel_prune":
-        _checked(where, lambda: channel_prune_train_config(config))
+    _checked(where, stage.technique)
     if stage.type == "qat":
         from nlighten_tf.optimize.quantize import SCHEMES
 
@@ -794,6 +494,11 @@ def _check_stage(source: str, stage: Stage, recipe_data: DataSpec) -> None:
         if config.device_limit < 1 or config.device_runs < 1:
             raise RecipeError(f"{where}: key 'device_limit'/'device_runs': must be >= 1")
 
+    for key in declaration.own_keys:
+        value = getattr(config, key.name)
+        if key.choices and isinstance(value, str) and value not in key.choices:
+            raise RecipeError(f"{where}: {key.name} must be {' or '.join(map(repr, key.choices))}, got {value!r}")
+
 
 def check_order(recipe: Recipe) -> None:
     """Rules on the sequence of stages, so a run cannot silently undo its own work."""
@@ -803,7 +508,7 @@ def check_order(recipe: Recipe) -> None:
     for stage in recipe.stages:
         where = f"{source}: {stage.label}"
         kinds = {s.type for s in seen}
-        if "qat" in kinds and stage.type in TRAINING_STAGES:
+        if "qat" in kinds and stage.declaration.trains:
             raise RecipeError(
                 f"{where}: comes after qat: only export and benchmark stages may follow quantization-aware "
                 "training (retraining would drop the quantizers); move it before the qat stage"
@@ -849,7 +554,7 @@ def check_order(recipe: Recipe) -> None:
             raise RecipeError(
                 f"{where}: benchmark needs an earlier export or edgetpu stage (it measures the .tflite files)"
             )
-        if stage.type in TRAINING_STAGES:
+        if stage.declaration.trains:
             trained = True
         seen.append(stage)
 
@@ -894,12 +599,15 @@ def from_dict(raw: Any, source: str = "<recipe>") -> Recipe:
         if not isinstance(entry, Mapping) or len(entry) != 1:
             raise RecipeError(
                 f"{source}: stage {index}: each stage is a mapping with one key, the stage type "
-                f"({', '.join(STAGE_TYPES)}), e.g. '- prune: {{target_sparsity: 0.8}}'; got {_describe(entry)}"
+                f"({', '.join(stage_types.names())}), e.g. '- prune: {{target_sparsity: 0.8}}'; got {_describe(entry)}"
             )
         ((kind, params),) = entry.items()
-        if kind not in STAGE_CLASSES:
-            raise RecipeError(f"{source}: stage {index}: unknown stage type {kind!r}; valid: {', '.join(STAGE_TYPES)}")
-        stage = Stage(index, kind, _build(STAGE_CLASSES[kind], params, f"{source}: stage {index} ({kind})"))
+        if kind not in stage_types.names():
+            raise RecipeError(
+                f"{source}: stage {index}: unknown stage type {kind!r}; valid: {', '.join(stage_types.names())}"
+            )
+        config_class = stage_types.get(kind).config_class
+        stage = Stage(index, kind, _build(config_class, params, f"{source}: stage {index} ({kind})"))
         _check_stage(source, stage, data)
         stages.append(stage)
     recipe = Recipe(name=name, model=model, data=data, stages=stages, seed=seed, description=description, source=source)

@@ -117,7 +117,7 @@ def last_values(history: dict[str, list[float]]) -> dict[str, float]:
 
 
 def run_train(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
-    config = schema.train_config(stage.config, ctx.verbose)
+    config = stage.train_config(ctx.verbose)
     model, history = training.fit(
         ctx.model, ctx.train, config, callbacks=ctx.callbacks(workdir), strategy=ctx.strategy, prepare=ctx.prepare(),
         compile_options=ctx.compile_options(),
@@ -151,7 +151,7 @@ def run_transfer(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     from nlighten_tf.optimize import transfer
 
     result = transfer.transfer(
-        ctx.model, ctx.train, schema.transfer_config(stage.config, ctx.verbose), strategy=ctx.strategy,
+        ctx.model, ctx.train, stage.technique(ctx.verbose), strategy=ctx.strategy,
         callbacks=ctx.callbacks(workdir), prepare=ctx.prepare(),
     )  # fmt: skip
     metrics = {"unfrozen_blocks": result.unfrozen, **{f"history_{k}": last_values(v) for k, v in result.history.items()}}
@@ -164,7 +164,7 @@ def run_distill(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
 
     teacher, teacher_info = _teacher(stage, ctx, workdir)
     result = distill.distill(
-        ctx.model, teacher, ctx.train, schema.distill_config(stage.config), schema.train_config(stage.config, ctx.verbose),
+        ctx.model, teacher, ctx.train, stage.technique(), stage.train_config(ctx.verbose),
         callbacks=ctx.callbacks(workdir), strategy=ctx.strategy, prepare=ctx.prepare(),
     )  # fmt: skip
     return Outcome(result.model, {"teacher": teacher_info, "history": last_values(result.history)})
@@ -176,8 +176,8 @@ def run_channel_prune(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     # Calibration, Taylor scores and the sensitivity scan read training batches: choosing what to
     # cut on the evaluation split would leak it into the reported accuracy.
     result = channel_prune.channel_prune(
-        ctx.model, schema.channel_prune_config(stage.config), ctx.train, None,
-        train_config=schema.channel_prune_train_config(stage.config, ctx.verbose), strategy=ctx.strategy,
+        ctx.model, stage.technique(), ctx.train, None,
+        train_config=stage.train_config(ctx.verbose), strategy=ctx.strategy,
         callbacks=ctx.callbacks(workdir), log=ctx.log,
     )  # fmt: skip
     metrics: dict[str, Any] = {"report": result.report, "steps": result.history}
@@ -194,7 +194,7 @@ def run_prune(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     from nlighten_tf.optimize import prune
 
     result = prune.prune(
-        ctx.model, ctx.train, schema.prune_config(stage.config), schema.train_config(stage.config, ctx.verbose),
+        ctx.model, ctx.train, stage.technique(), stage.train_config(ctx.verbose),
         strategy=ctx.strategy, callbacks=ctx.callbacks(workdir), compile_options=ctx.compile_options(),
     )  # fmt: skip
     return Outcome(result.model, {"report": result.report, "history": last_values(result.history)})
@@ -204,7 +204,7 @@ def run_cluster(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     from nlighten_tf.optimize import cluster
 
     result = cluster.cluster(
-        ctx.model, ctx.train, schema.cluster_config(stage.config), schema.train_config(stage.config, ctx.verbose),
+        ctx.model, ctx.train, stage.technique(), stage.train_config(ctx.verbose),
         strategy=ctx.strategy, callbacks=ctx.callbacks(workdir), compile_options=ctx.compile_options(),
     )  # fmt: skip
     return Outcome(result.model, {"report": result.report, "history": last_values(result.history)})
@@ -214,7 +214,7 @@ def run_qat(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     from nlighten_tf.optimize import quantize
 
     result = quantize.qat(
-        ctx.model, ctx.train, schema.train_config(stage.config, ctx.verbose), scheme=stage.config.scheme,
+        ctx.model, ctx.train, stage.train_config(ctx.verbose), scheme=stage.config.scheme,
         strategy=ctx.strategy, callbacks=ctx.callbacks(workdir), compile_options=ctx.compile_options(),
     )  # fmt: skip
     return Outcome(result.model, {"history": last_values(result.history)}, qat_scheme=result.scheme,
@@ -230,7 +230,7 @@ def run_lottery(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
         ctx.log(f"  round {entry.round}: {100 * entry.remaining:.1f}% weights remain, accuracy {100 * entry.accuracy:.2f}%{control}")
 
     rounds = lottery.lottery(
-        ctx.model, ctx.train, ctx.eval, schema.lottery_config(stage.config), schema.train_config(stage.config, ctx.verbose),
+        ctx.model, ctx.train, ctx.eval, stage.technique(), stage.train_config(ctx.verbose),
         strategy=ctx.strategy, on_round=on_round, callbacks=ctx.callbacks(workdir),
     )  # fmt: skip
     report.write_lottery(rounds, workdir)
@@ -242,14 +242,14 @@ def run_lottery(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
 def run_lowrank(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     from nlighten_tf.optimize import lowrank
 
-    result = lowrank.factorize(ctx.model, schema.lowrank_config(stage.config))
+    result = lowrank.factorize(ctx.model, stage.technique())
     metrics: dict[str, Any] = {
         "report": result.report, "params_before": result.params_before, "params_after": result.params_after,
     }  # fmt: skip
     model = result.model
     if stage.config.epochs > 0:
         model, history = training.fit(
-            model, ctx.train, schema.train_config(stage.config, ctx.verbose), callbacks=ctx.callbacks(workdir),
+            model, ctx.train, stage.train_config(ctx.verbose), callbacks=ctx.callbacks(workdir),
             strategy=ctx.strategy, prepare=ctx.prepare(),
         )  # fmt: skip
         metrics["history"] = last_values(history)
@@ -375,7 +375,7 @@ def export_one(
 def run_export(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     from nlighten_tf.export import targets
 
-    config: schema.ExportStage = stage.config
+    config = stage.config
     calibration = None
     # Also for QAT models: their learnt ranges win, but TF 2.21's converter still refuses a
     # full-integer conversion without a representative dataset for some QAT graphs (PCQAT).
@@ -391,8 +391,6 @@ def run_export(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
         target = targets.get_target(name)
         # io_type overrides int8 I/O (e.g. uint8 for Coral); a *_float_io target keeps float I/O.
         io_type = config.io_type if target.quantization == "full" and target.io_type != "float32" else None
-        if name == "edgetpu" and io_type is None:
-            io_type = "uint8"
         exports.append(export_one(ctx, stage, workdir, name, calibration=calibration, io_type=io_type,
                                   evaluate=config.evaluate, runtime=config.runtime))  # fmt: skip
     return Outcome(metrics={"exports": exports}, exports=exports, summary=", ".join(config.targets))
@@ -401,7 +399,7 @@ def run_export(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
 def run_edgetpu(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     from nlighten_tf import edgetpu
 
-    config: schema.EdgeTPUStage = stage.config
+    config = stage.config
     if ctx.task == "detection":
         # int8 up to the post-process op, float I/O (Coral accepts QUANTIZE/DEQUANTIZE at the
         # edges; io_type does not apply); TFLite_Detection_PostProcess runs on the CPU by design.
@@ -464,7 +462,7 @@ BENCH_ROW_KEYS = ("name", "device", "threads", "size_bytes", "gzip_bytes", "init
 def run_benchmark(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     from nlighten_tf.bench import suite
 
-    config: schema.BenchmarkStage = stage.config
+    config = stage.config
     files = [ctx.run_dir / e["file"] for e in ctx.exports]
     # On an emulated device the files' accuracy is measured there (and on the host paths, on the
     # same examples); detectors' multi-tensor outputs are timed only.
@@ -492,13 +490,6 @@ def run_benchmark(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
         "notes": result["notes"],
         "files": {kind: Path(p).name for kind, p in written.items()},
     }, summary=f"{len(files)} files")  # fmt: skip
-
-
-EXECUTORS: dict[str, Callable[[Stage, Context, Path], Outcome]] = {
-    "train": run_train, "transfer": run_transfer, "distill": run_distill, "channel_prune": run_channel_prune,
-    "prune": run_prune, "cluster": run_cluster, "qat": run_qat, "lottery": run_lottery, "lowrank": run_lowrank, "export": run_export, "benchmark": run_benchmark,
-    "edgetpu": run_edgetpu,
-}  # fmt: skip
 
 
 # --- Measuring a Keras model --------------------------------------------------------------
@@ -544,17 +535,7 @@ def model_metrics(model: tf_keras.Model, ctx: Context) -> dict[str, Any]:
 def describe(stage: Stage) -> str:
     """The stage's key settings, for its first log line."""
     config = stage.config
-    keys = {
-        "train": ("epochs", "learning_rate", "optimizer"),
-        "transfer": ("head_epochs", "head_learning_rate", "unfreeze_top_blocks", "fine_tune_epochs", "fine_tune_learning_rate"),
-        "distill": ("epochs", "learning_rate", "alpha", "temperature"),
-        "prune": ("target_sparsity", "policy", "epochs", "learning_rate"),
-        "channel_prune": ("criterion", "keep_madds", "keep_params", "allocation", "steps", "epochs_per_step"),
-        "cluster": ("number_of_clusters", "centroid_init", "epochs", "learning_rate"),
-        "qat": ("scheme", "epochs", "learning_rate"), "lottery": ("rounds", "prune_fraction", "epochs"),
-        "lowrank": ("energy", "epochs"), "export": ("targets",), "benchmark": ("threads", "runs"),
-        "edgetpu": ("io_type", "compile", "num_segments"),
-    }.get(stage.type, ())  # fmt: skip
+    keys = stage.declaration.describe
     parts = []
     for key in keys:
         value = getattr(config, key)

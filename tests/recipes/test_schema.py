@@ -158,7 +158,7 @@ def test_channel_prune_rules():
     plan = schema.from_dict(
         with_stages({"train": {}}, {"channel_prune": {"keep_madds": 0.5, "distill": True}}, {"prune": {}}), SOURCE
     )
-    config = schema.channel_prune_config(plan.stages[1].config)
+    config = plan.stages[1].technique()
     assert config.keep_madds == 0.5 and config.distill is not None
 
 
