@@ -31,6 +31,7 @@ import numpy as np
 
 from nlighten_tf.bench import flatbuffer, inspect
 from nlighten_tf.bench.flatbuffer import Graph
+from nlighten_tf.boxes import POSTPROCESS_OP
 
 SRAM_BYTES = 8 * 2**20  # "roughly 8 MB of SRAM that can cache the model's parameter data" (Coral)
 NEAR_FULL = 0.9  # of SRAM_BYTES: the compiler also keeps instructions on chip, so warn before 100%
@@ -207,7 +208,7 @@ def edge_side(graph: Graph, index: int) -> str | None:
     return None
 
 
-POSTPROCESS_OPS = ("TFLite_Detection_PostProcess",)
+POSTPROCESS_OPS = (POSTPROCESS_OP,)  # ops a detector ends in, run on the CPU by design
 
 
 def postprocess_tail(graph: Graph) -> set[int]:

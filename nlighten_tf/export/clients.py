@@ -18,10 +18,9 @@ import os
 from typing import Any
 
 from nlighten_tf.bench import flatbuffer
+from nlighten_tf.boxes import POSTPROCESS_OP
 from nlighten_tf.export import metadata as metadata_lib
 from nlighten_tf.export.targets import MEDIAPIPE_TYPES
-
-POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from nlighten_tf.boxes import POSTPROCESS_OP
 from nlighten_tf.export.metadata import DetectorMetadata
 from nlighten_tf.export.metadata import embed as embed_metadata
 from nlighten_tf.export.tflite import (
@@ -48,7 +49,6 @@ from nlighten_tf.export.tflite import (
 )
 from nlighten_tf.models import detection
 
-POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 OUTPUTS = ("boxes", "classes", "scores", "count")
 QUANTIZATIONS = ("int8", "float32")
 

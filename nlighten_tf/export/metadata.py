@@ -33,6 +33,7 @@ import flatbuffers
 import numpy as np
 
 from nlighten_tf.bench import flatbuffer
+from nlighten_tf.boxes import POSTPROCESS_OP
 from nlighten_tf.export import metadata_schema_py_generated as meta_fb
 
 METADATA_NAME = "TFLITE_METADATA"  # Model.metadata entry the Task Library looks up
@@ -208,8 +209,6 @@ def _metadata_buffer(info: ClassifierMetadata, input_type: str, output_type: str
 
 
 def _check_detector(graph: Any, info: ClassifierMetadata) -> None:
-    from nlighten_tf.export.detection import POSTPROCESS_OP
-
     outputs = [int(t) for t in graph.subgraph.outputs]
     producers = [graph.producer(t) for t in outputs]
     if len(outputs) != len(DETECTOR_OUTPUTS) or any(p is None or graph.op_types[p] != POSTPROCESS_OP for p in producers):
@@ -225,8 +224,6 @@ def _check_detector(graph: Any, info: ClassifierMetadata) -> None:
 def postprocess_num_classes(graph: Any) -> int | None:
     """``num_classes`` from the TFLite_Detection_PostProcess op's custom options (None if absent)."""
     from flatbuffers import flexbuffers
-
-    from nlighten_tf.export.detection import POSTPROCESS_OP
 
     for index, op in enumerate(graph.operators):
         if graph.op_types[index] == POSTPROCESS_OP and op.customOptions is not None:
