@@ -46,7 +46,7 @@ class Context:
 
     def compile_options(self) -> dict[str, Any] | None:
         """``model.compile`` arguments besides the optimizer (None: the classifier's)."""
-        return self.task.compile_options()
+        return self.task.compile_options(len(self.class_names))
 
     @property
     def image_size(self) -> int:
@@ -519,8 +519,10 @@ def splits(recipe: Recipe) -> tuple[str, str]:
 def _has_split(recipe: Recipe, name: str) -> bool:
     """Whether the data source has a split of that name (not merely an alias of another)."""
     try:
-        _, info = data.load(recipe.data.spec, name, image_size=recipe.data.image_size, batch_size=1, limit=1,
-                            model=recipe.model.name, data_dir=recipe.data.data_dir, cache=False)  # fmt: skip
+        _, info = tasks.for_model(recipe.model.name).load(
+            recipe.data.spec, name, image_size=recipe.data.image_size, batch_size=1, limit=1, model=recipe.model.name,
+            data_dir=recipe.data.data_dir, cache=False,
+        )  # fmt: skip
     except (data.DataError, ValueError):
         return False
     return info.split in ("validation", "val")
@@ -533,10 +535,11 @@ def data_for(recipe: Recipe) -> tuple[tf.data.Dataset, tf.data.Dataset, data.Dat
     train_split, scored_split = splits(recipe)
     common = dict(image_size=spec.image_size, batch_size=spec.batch_size, model=recipe.model.name,
                   data_dir=spec.data_dir, cache=spec.cache)  # fmt: skip
-    train, info = data.load(spec.spec, train_split, augment=spec.augment, seed=recipe.seed,
+    task = tasks.for_model(recipe.model.name)
+    train, info = task.load(spec.spec, train_split, augment=spec.augment, seed=recipe.seed,
                             limit=spec.train_limit, **common)  # fmt: skip
-    evaluation, eval_info = data.load(spec.spec, scored_split, limit=spec.eval_limit, **common)
-    train = tasks.for_model(recipe.model.name).training_data(train, info, recipe)
+    evaluation, eval_info = task.load(spec.spec, scored_split, limit=spec.eval_limit, **common)
+    train = task.training_data(train, info, recipe)
     if eval_info.num_classes != info.num_classes:
         raise data.DataError(
             f"{spec.spec}: split {scored_split!r} has {eval_info.num_classes} classes but {train_split!r} "

@@ -1,5 +1,5 @@
-"""Task objects: one per kind of model (classification, detection), looked up by the model's
-registered task (`nlighten_tf.models.registry.ModelInfo.task`) with `for_model`.
+"""Task objects: one per kind of model (classification, detection, segmentation), looked up by
+the model's registered task (`nlighten_tf.models.registry.ModelInfo.task`) with `for_model`.
 
 See `base.Task` for what a task answers. Adding a task: a `Task` subclass in its own module and
 one entry in `TASKS`.
@@ -10,9 +10,10 @@ from __future__ import annotations
 from nlighten_tf.tasks.base import Task, TaskError
 from nlighten_tf.tasks.classification import ClassificationTask
 from nlighten_tf.tasks.detection import DetectionTask
+from nlighten_tf.tasks.segmentation import SegmentationTask
 
 # Registry task name -> task class.
-TASKS: dict[str, type[Task]] = {task.name: task for task in (ClassificationTask, DetectionTask)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (ClassificationTask, DetectionTask, SegmentationTask)}
 
 __all__ = ["TASKS", "Task", "TaskError", "for_model", "get"]
 
@@ -33,6 +34,4 @@ def for_model(model_name: str) -> Task:
     try:
         return get(task)
     except TaskError:
-        raise TaskError(
-            f"{model_name} is a {task} model; recipes run {' and '.join(TASKS)} models"
-        ) from None
+        raise TaskError(f"{model_name} is a {task} model; recipes run {', '.join(TASKS)} models") from None

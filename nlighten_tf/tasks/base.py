@@ -77,11 +77,17 @@ class Task:
 
     # --- data and training ----------------------------------------------------------------
 
+    def load(self, spec: str, split: str, **options: Any) -> tuple[tf.data.Dataset, DatasetInfo]:
+        """Batches of a split and their info: `nlighten_tf.data.load` (options as there)."""
+        from nlighten_tf import data
+
+        return data.load(spec, split, **options)
+
     def training_data(self, train: tf.data.Dataset, info: DatasetInfo, recipe: Recipe) -> tf.data.Dataset:
         """The training batches `fit` gets, from what `nlighten_tf.data.load` gave."""
         return train
 
-    def compile_options(self) -> dict[str, Any] | None:
+    def compile_options(self, num_classes: int) -> dict[str, Any] | None:
         """``model.compile`` arguments besides the optimizer (None: the classifier's)."""
         return None
 

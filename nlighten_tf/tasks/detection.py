@@ -71,7 +71,7 @@ class DetectionTask(Task):
 
         return detection.training_dataset(train, anchors(recipe), info.box_format)
 
-    def compile_options(self) -> dict[str, Any]:
+    def compile_options(self, num_classes: int) -> dict[str, Any]:
         from nlighten_tf.models import detection
 
         return detection.compile_losses()

@@ -4,20 +4,20 @@ and the runner, stages and report asking them instead of branching on the kind o
 
 import ast
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
-import tf_keras
 
 from nlighten_tf import data, tasks
 from nlighten_tf.models import detection, registry
 from nlighten_tf.recipes import report, runner, schema, stages
 from nlighten_tf.tasks.classification import ClassificationTask
 from nlighten_tf.tasks.detection import DetectionTask
+from nlighten_tf.tasks.segmentation import SegmentationTask
+from tests.bench.test_detection_map import Oracle
 
-REPO = Path(__file__).resolve().parents[2]
 CLASSIFIER = {
     "name": "t", "model": {"name": "mobilenet_v2", "options": {"width_multiplier": 0.35}},
     "data": {"spec": "digits", "image_size": 32, "eval_limit": 32}, "stages": [{"train": {"epochs": 1}}],
@@ -29,21 +29,18 @@ DETECTOR = {
 }  # fmt: skip
 
 
-def recipe(base, **changes):
+def recipe(base, data_keys=None, **sections):
+    """`base` with some `data` keys and whole sections replaced, validated."""
     raw = copy.deepcopy(base)
-    for key, value in changes.items():
-        section, _, name = key.partition("__")
-        if name:
-            raw[section][name] = value
-        else:
-            raw[section] = value
-    return schema.from_dict(raw, "r.yaml")
+    raw["data"].update(data_keys or {})
+    return schema.from_dict({**raw, **sections}, "r.yaml")
 
 
 def test_the_factory_picks_the_task_of_the_models_registry_entry():
     assert type(tasks.for_model("efficientnet_lite0")) is ClassificationTask
     assert type(tasks.for_model("mobilenet_v2")) is ClassificationTask
     assert type(tasks.for_model("efficientdet_lite0")) is DetectionTask
+    assert type(tasks.for_model("lraspp_mobilenet_v2")) is SegmentationTask
     for name in registry.names(task=None):
         task = registry.info(name).task
         if task in tasks.TASKS:
@@ -57,10 +54,10 @@ def test_the_factory_picks_the_task_of_the_models_registry_entry():
 
 def test_a_model_without_a_task_object_is_one_recipe_error():
     with pytest.raises(schema.RecipeError) as error:
-        recipe(CLASSIFIER, model={"name": "lraspp_lite0"})
+        recipe(CLASSIFIER, model={"name": "keypoints_lite0"})
     assert str(error.value) == (
-        "r.yaml: model: key 'name': lraspp_lite0 is a segmentation model; recipes run classification and "
-        "detection models"
+        "r.yaml: model: key 'name': keypoints_lite0 is a keypoints model; recipes run classification, "
+        "detection, segmentation models"
     )
 
 
@@ -68,13 +65,13 @@ def test_the_classification_task_answers(digits_keras, tmp_path):
     loaded = recipe(CLASSIFIER)
     task = tasks.for_model(loaded.model.name)
     assert task.stage_types is None and task.export_targets is None  # every stage type and target
-    assert task.compile_options() is None  # the classifier's cross-entropy
+    assert task.compile_options(10) is None  # the classifier's cross-entropy
     assert task.calibration_split(loaded) == "train"
     assert task.checks_raw_splits and task.scores_on_devices and task.edgetpu_reuses is None
     train, info = data.load("digits", "train", image_size=32, batch_size=8, limit=16)
     assert task.training_data(train, info, loaded) is train  # (image, class id) batches as loaded
     with pytest.raises(schema.RecipeError, match="r.yaml: data: key 'spec': 'shapes' is a detection data set"):
-        recipe(CLASSIFIER, data={"spec": "shapes", "image_size": 32})  # schema.check_task asks the task
+        recipe(CLASSIFIER, {"spec": "shapes"})  # schema.check_task asks the task
 
     scored, _ = data.load("digits", "test", image_size=32, batch_size=16, limit=32, preprocessing="lite")
     quality = task.evaluate_keras(digits_keras, scored, loaded)
@@ -102,18 +99,6 @@ def test_the_classification_task_answers(digits_keras, tmp_path):
     )  # fmt: skip
 
 
-class Oracle(tf_keras.Model):
-    """Outputs fixed (class logits, box deltas) for the first images of a batch."""
-
-    def __init__(self, logits, deltas):
-        super().__init__()
-        self.logits, self.deltas = tf.constant(logits, tf.float32), tf.constant(deltas, tf.float32)
-
-    def call(self, images, training=False):
-        n = tf.shape(images)[0]
-        return self.logits[:n], self.deltas[:n]
-
-
 def test_the_detection_task_answers():
     from nlighten_tf.tasks import detection as detection_task
 
@@ -121,12 +106,12 @@ def test_the_detection_task_answers():
     task = tasks.for_model(loaded.model.name)
     assert task.stage_types == ("train", "prune", "cluster", "qat", "export", "edgetpu")
     assert task.export_targets == ("int8", "fp32")
-    assert set(task.compile_options()["loss"]) == {detection.CLASS_OUTPUT, detection.BOX_OUTPUT}
+    assert set(task.compile_options(3)["loss"]) == {detection.CLASS_OUTPUT, detection.BOX_OUTPUT}
     assert task.calibration_split(loaded) == "train[:16]"  # the training split as configured
     assert not task.checks_raw_splits and not task.scores_on_devices and task.edgetpu_reuses == "int8"
     for changes, message in (
-        ({"data__spec": "digits"}, "r.yaml: data: key 'spec': efficientdet_lite0 is a detector; use a detection"),
-        ({"data__augment": "basic"}, "r.yaml: data: key 'augment': not available for detection data"),
+        ({"data_keys": {"spec": "digits"}}, "r.yaml: data: key 'spec': efficientdet_lite0 is a detector; use a detection"),
+        ({"data_keys": {"augment": "basic"}}, "r.yaml: data: key 'augment': not available for detection data"),
         ({"stages": [{"lowrank": {}}]}, r"r.yaml: stage 1 \(lowrank\): lowrank does not support detectors; "
                                         "detector recipes use train, prune"),
         ({"stages": [{"train": {}}, {"export": {"targets": ["fp32", "int8_sparse"]}}]},
@@ -164,6 +149,44 @@ def test_the_detection_task_answers():
     )  # fmt: skip
 
 
+SEGMENTER = {
+    "name": "seg", "model": {"name": "lraspp_mobilenet_v2",
+                             "options": {"backbone_options": {"width_multiplier": 0.35}, "head_filters": 16}},
+    "data": {"spec": "shapes", "image_size": 32, "batch_size": 8, "train_split": "train[:16]", "eval_split": "test[:4]",
+             "validation": "none"},
+    "stages": [{"train": {"epochs": 1}}, {"export": {"targets": ["fp32", "int8"], "calibration_samples": 8}}],
+}  # fmt: skip
+
+
+def test_segmentation_recipes_are_refused_what_the_task_does_not_support():
+    for changes, message in (
+        ({"data_keys": {"spec": "digits"}}, "r.yaml: data: key 'spec': lraspp_mobilenet_v2 is a segmenter; use a"),
+        ({"stages": [{"distill": {"teacher": {"name": "mobilenet_v2"}}}]},
+         r"stage 1 \(distill\): distill does not support segmenters; segmenter recipes use train, prune"),
+        ({"model": {"name": "lraspp_mobilenet_v2", "options": {"output_stride": 8}}},
+         "r.yaml: model: key 'options.output_stride': recipes score full-resolution masks: use 1"),
+    ):  # fmt: skip
+        with pytest.raises(schema.RecipeError, match=message):
+            recipe(SEGMENTER, **changes)
+
+
+@pytest.mark.slow
+def test_a_segmentation_recipe_runs_through_the_same_machinery(tmp_path):
+    """The segmentation task added in one place (tasks/segmentation.py + TASKS): the runner,
+    stages and report run it as they run the others, scored as mean IoU (Keras and interpreter)."""
+    result = runner.run(recipe(SEGMENTER), tmp_path, log=lambda line: None, verbose=0)
+    rows = json.loads((result.run_dir / "summary.json").read_text())
+    (stage,) = rows["stages"]
+    assert 0.0 <= stage["mean_iou"] <= 1.0 and stage["accuracy"] is None
+    exports = {e["target"]: e for e in rows["exports"]}
+    assert set(exports) == {"fp32", "int8"} and all(e["examples"] == 4 for e in exports.values())
+    # The fp32 file computes what the Keras model does: the same mean IoU on the same images.
+    assert exports["fp32"]["mean_iou"] == pytest.approx(stage["mean_iou"], abs=1e-3)
+    assert 0.0 <= exports["int8"]["mean_iou"] <= 1.0
+    report_text = (result.run_dir / "report.md").read_text()
+    assert "miou_%" in report_text and "mean IoU through the interpreter" in report_text and "top1_%" not in report_text
+
+
 def test_the_one_line_summary_and_the_report_follow_the_task():
     detector, classifier = tasks.get("detection"), tasks.get("classification")
     stage = {"stage": "01-train", "accuracy": None, "top5": None, "map": 0.25, "map_50": 0.5, "map_75": 0.2,
@@ -177,7 +200,7 @@ def test_the_one_line_summary_and_the_report_follow_the_task():
     assert "COCO mAP, keras-cv NMS" in text and "map_50_%" in text and "top1_%" not in text
 
 
-FORBIDDEN_STRINGS = {*tasks.TASKS, "map", "map_50", "map_75", "xyxy"}
+FORBIDDEN_STRINGS = {*tasks.TASKS, "map", "map_50", "map_75", "mean_iou", "xyxy"}
 FORBIDDEN_NAMES = ("box_format", "anchors")
 
 
