@@ -71,9 +71,25 @@ class Task:
                         f"{self.noun}s; valid: {', '.join(self.export_targets)}{self.export_targets_note}"
                     )
 
+    # The data the task's models train on: its kind and specs, for messages; what follows it.
+    data_kind: ClassVar[str] = ""
+    data_specs: ClassVar[str] = ""
+    augment_refused: ClassVar[str] = ""  # why `data.augment` is refused ("": allowed)
+
+    def accepts_data(self, spec: str) -> bool:
+        """Whether the data spec holds the task's kind of labels."""
+        raise NotImplementedError
+
     def check_data(self, recipe: Recipe) -> None:
         """TaskError if the recipe's data does not suit the task's models."""
-        raise NotImplementedError
+        source, spec = recipe.source, recipe.data.spec
+        if not self.accepts_data(spec):
+            raise TaskError(
+                f"{source}: data: key 'spec': {recipe.model.name} is a {self.noun}; use a {self.data_kind} data set "
+                f"({self.data_specs}), got {spec!r}"
+            )
+        if self.augment_refused and recipe.data.augment is not None:
+            raise TaskError(f"{source}: data: key 'augment': not available for {self.data_kind} data ({self.augment_refused})")
 
     # --- data and training ----------------------------------------------------------------
 

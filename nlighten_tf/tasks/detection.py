@@ -53,17 +53,14 @@ class DetectionTask(Task):
     scores_on_devices = False  # multi-tensor outputs: timed only on emulated devices
     edgetpu_reuses = "int8"
 
-    def check_data(self, recipe: Recipe) -> None:
+    data_kind = "detection"
+    data_specs = "shapes, tfds:coco/2017, tfds:voc/2012"
+    augment_refused = "boxes would not follow"
+
+    def accepts_data(self, spec: str) -> bool:
         from nlighten_tf.data.detection import is_detection_spec
 
-        source = recipe.source
-        if not is_detection_spec(recipe.data.spec):
-            raise TaskError(
-                f"{source}: data: key 'spec': {recipe.model.name} is a detector; use a detection data set "
-                f"(shapes, tfds:coco/2017, tfds:voc/2012), got {recipe.data.spec!r}"
-            )
-        if recipe.data.augment is not None:
-            raise TaskError(f"{source}: data: key 'augment': not available for detection data (boxes would not follow)")
+        return is_detection_spec(spec)
 
     def training_data(self, train: tf.data.Dataset, info: DatasetInfo, recipe: Recipe) -> tf.data.Dataset:
         """Box-dict batches -> per-anchor targets for fit."""

@@ -53,19 +53,21 @@ class SegmentationTask(Task):
     checks_raw_splits = False  # opened by the segmentation loader
     scores_on_devices = False
 
-    def check_data(self, recipe: Recipe) -> None:
+    data_kind = "segmentation"
+    data_specs = "shapes, tfds:oxford_iiit_pet"
+    augment_refused = "masks would not follow"
+
+    def accepts_data(self, spec: str) -> bool:
         from nlighten_tf.data.segmentation import is_segmentation_spec
 
-        source, model = recipe.source, recipe.model
-        if not is_segmentation_spec(recipe.data.spec):
+        return is_segmentation_spec(spec)
+
+    def check_data(self, recipe: Recipe) -> None:
+        super().check_data(recipe)
+        if recipe.model.options.get("output_stride", 1) != 1:
             raise TaskError(
-                f"{source}: data: key 'spec': {model.name} is a segmenter; use a segmentation data set "
-                f"(shapes, tfds:oxford_iiit_pet), got {recipe.data.spec!r}"
+                f"{recipe.source}: model: key 'options.output_stride': recipes score full-resolution masks: use 1"
             )
-        if recipe.data.augment is not None:
-            raise TaskError(f"{source}: data: key 'augment': not available for segmentation data (masks would not follow)")
-        if model.options.get("output_stride", 1) != 1:
-            raise TaskError(f"{source}: model: key 'options.output_stride': recipes score full-resolution masks: use 1")
 
     def load(self, spec: str, split: str, **options: Any) -> tuple[tf.data.Dataset, DatasetInfo]:
         from nlighten_tf.data import segmentation
