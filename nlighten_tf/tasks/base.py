@@ -20,7 +20,11 @@ if TYPE_CHECKING:
 
     from nlighten_tf.data import DatasetInfo
     from nlighten_tf.export.tflite import ExportResult
-    from nlighten_tf.recipes.schema import Recipe
+
+
+# A validated `nlighten_tf.recipes.schema.Recipe`. Not imported, not even for type checking: the
+# recipes package sits above the tasks (schema, runner and stages ask them), never below.
+Recipe = Any
 
 
 class TaskError(ValueError):

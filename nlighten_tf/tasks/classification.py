@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nlighten_tf.tasks.base import Task, TaskError
+from nlighten_tf.tasks.base import Recipe, Task, TaskError
 
 if TYPE_CHECKING:
     import tensorflow as tf
     import tf_keras
 
     from nlighten_tf.export.tflite import ExportResult
-    from nlighten_tf.recipes.schema import Recipe
 
 
 class ClassificationTask(Task):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nlighten_tf.boxes import ANNOTATION_FORMAT, POSTPROCESS_OP
-from nlighten_tf.tasks.base import Task, TaskError
+from nlighten_tf.tasks.base import Recipe, Task, TaskError
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
     from nlighten_tf.data import DatasetInfo
     from nlighten_tf.export.tflite import ExportResult
-    from nlighten_tf.recipes.schema import Recipe
 
 # Exports keep detections down to this score: mAP needs the low-score tail, and apps apply their
 # own display threshold (ObjectDetector's score_threshold option).

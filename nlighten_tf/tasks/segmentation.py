@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nlighten_tf.tasks.base import Task, TaskError
+from nlighten_tf.tasks.base import Recipe, Task, TaskError
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 
     from nlighten_tf.data import DatasetInfo
     from nlighten_tf.export.tflite import ExportResult
-    from nlighten_tf.recipes.schema import Recipe
 
 
 def _ignore_label() -> int:
