@@ -13,6 +13,8 @@ from __future__ import annotations
 ANNOTATION_FORMAT = "xyxy"
 # Anchors and decoded boxes inside the detector, absolute pixels: the order TensorFlow's NMS ops use.
 ANCHOR_FORMAT = "yxyx"
+# What the anchor box coder (`models.detection.encode_boxes`) computes deltas in: centre, size.
+CODER_FORMAT = "center_yxhw"
 # TFDS `bbox` features: relative (0..1) ymin, xmin, ymax, xmax.
 TFDS_FORMAT = "rel_yxyx"
 # The boxes output of `POSTPROCESS_OP`: relative ymin, xmin, ymax, xmax (not clipped).

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from nlighten_tf.boxes import ANCHOR_FORMAT, ANNOTATION_FORMAT
+from nlighten_tf.boxes import ANCHOR_FORMAT, ANNOTATION_FORMAT, CODER_FORMAT
 
 CLASS_OUTPUT = "class_logits"
 BOX_OUTPUT = "box_regression"
@@ -138,7 +138,7 @@ def num_anchors(image_shape: Sequence[int], config: AnchorConfig = AnchorConfig(
 def _centre_size(boxes):
     from keras_cv import bounding_box
 
-    return tf.unstack(bounding_box.convert_format(boxes, source=ANCHOR_FORMAT, target="center_yxhw"), axis=-1)
+    return tf.unstack(bounding_box.convert_format(boxes, source=ANCHOR_FORMAT, target=CODER_FORMAT), axis=-1)
 
 
 def encode_boxes(boxes, anchors) -> tf.Tensor:
@@ -157,7 +157,7 @@ def decode_boxes(deltas, anchors) -> tf.Tensor:
     ty, tx, th, tw = tf.unstack(tf.cast(deltas, tf.float32), axis=-1)
     ya, xa, ha, wa = _centre_size(tf.cast(anchors, tf.float32))
     centre = tf.stack([ty * ha + ya, tx * wa + xa, tf.exp(th) * ha, tf.exp(tw) * wa], axis=-1)
-    return bounding_box.convert_format(centre, source="center_yxhw", target=ANCHOR_FORMAT)
+    return bounding_box.convert_format(centre, source=CODER_FORMAT, target=ANCHOR_FORMAT)
 
 
 # ---------------------------------------------------------------------------------------------
