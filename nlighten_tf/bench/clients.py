@@ -17,8 +17,8 @@ import dataclasses
 import os
 from typing import Any
 
+from nlighten_tf.boxes import POSTPROCESS_OP
 from nlighten_tf.export import metadata as metadata_lib
-from nlighten_tf.export.metadata import POSTPROCESS_OP
 from nlighten_tf.export.targets import MEDIAPIPE_TYPES
 from nlighten_tf.litert import flatbuffer
 

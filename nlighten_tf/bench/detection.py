@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from nlighten_tf.boxes import ANNOTATION_FORMAT, POSTPROCESS_OUTPUT_FORMAT
 from nlighten_tf.models import detection
 
 # keras-cv result names -> ours (JSON/report columns).
@@ -73,7 +74,7 @@ def evaluate_keras(
     model: tf_keras.Model,
     dataset: tf.data.Dataset,
     anchors: np.ndarray,
-    bounding_box_format: str = "xyxy",
+    bounding_box_format: str = ANNOTATION_FORMAT,
     confidence_threshold: float = 0.05,
     iou_threshold: float = 0.5,
     max_detections: int = 100,
@@ -106,7 +107,7 @@ def evaluate_keras(
 
 
 def tflite_predictions(
-    interpreter, images: np.ndarray, bounding_box_format: str = "xyxy"
+    interpreter, images: np.ndarray, bounding_box_format: str = ANNOTATION_FORMAT
 ) -> dict[str, np.ndarray]:
     """A batch of model-domain images through an exported detector -> keras-cv ``y_pred`` dict
     (``boxes`` in ``bounding_box_format`` pixels, ``classes``, ``confidence``, -1 padded)."""
@@ -129,7 +130,8 @@ def tflite_predictions(
             boxes[i, :count] = np.clip(run["boxes"], 0.0, 1.0)
             classes[i, :count], scores[i, :count] = run["classes"], run["scores"]
     converted = bounding_box.convert_format(
-        boxes, source="rel_yxyx", target=bounding_box_format, image_shape=(int(height), int(width), 3)
+        boxes, source=POSTPROCESS_OUTPUT_FORMAT, target=bounding_box_format,
+        image_shape=(int(height), int(width), 3),
     )
     converted = np.where(classes[..., None] >= 0, np.asarray(converted), -1.0)
     return {"boxes": converted.astype(np.float32), "classes": classes, "confidence": scores}
@@ -138,7 +140,7 @@ def tflite_predictions(
 def evaluate_tflite(
     model: str | os.PathLike[str] | bytes,
     dataset: tf.data.Dataset,
-    bounding_box_format: str = "xyxy",
+    bounding_box_format: str = ANNOTATION_FORMAT,
     limit: int | None = None,
     runtime: str = "auto",
 ) -> dict[str, float | int | str]:
@@ -170,7 +172,7 @@ def evaluate_map(
     model: tf_keras.Model | str | os.PathLike[str] | bytes,
     dataset: tf.data.Dataset,
     anchors: np.ndarray | None = None,
-    bounding_box_format: str = "xyxy",
+    bounding_box_format: str = ANNOTATION_FORMAT,
     limit: int | None = None,
     **options,
 ) -> dict[str, float | int | str]:

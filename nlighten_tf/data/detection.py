@@ -6,7 +6,7 @@
 * images: float32 ``[B, S, S, 3]``, normalised with the model's scheme exactly as the
   classifiers' pipeline does (`preprocessing.normalize`);
 * annotations: a keras-cv bounding-box dict, dense with -1 rows as padding (at most
-  ``max_boxes`` per image), boxes in ``BOX_FORMAT`` = ``"xyxy"`` absolute pixels of the S x S
+  ``max_boxes`` per image), boxes in ``ANNOTATION_FORMAT`` (`nlighten_tf.boxes`) absolute pixels of the S x S
   model input, classes float32 ids into ``DatasetInfo.class_names``.
 
 `nlighten_tf.models.detection.training_dataset` turns such batches into the per-anchor targets
@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from nlighten_tf.boxes import ANNOTATION_FORMAT, TFDS_FORMAT
 from nlighten_tf.data import shapes
 from nlighten_tf.data.errors import DataError
 from nlighten_tf.data.preprocessing import (
@@ -43,7 +44,6 @@ from nlighten_tf.data.preprocessing import (
 from nlighten_tf.data.raw import check_limit
 from nlighten_tf.data.specs import Spec, is_training_split, parse_spec, resolve_split
 
-BOX_FORMAT = "xyxy"
 DEFAULT_MAX_BOXES = 100
 # The only detection builders known by name: their `objects` feature holds `bbox` (relative
 # ymin, xmin, ymax, xmax) and `label`; the flag names the boxes to leave out of training.
@@ -111,7 +111,7 @@ def tfds_example_to_boxes(
         keep = tf.logical_and(keep, ~tf.cast(tf.reshape(objects[drop_flag], [-1]), tf.bool))
     relative = tf.clip_by_value(tf.boolean_mask(relative, keep), 0.0, 1.0)
     boxes = bounding_box.convert_format(
-        relative, source="rel_yxyx", target=BOX_FORMAT, image_shape=(image_size, image_size, 3)
+        relative, source=TFDS_FORMAT, target=ANNOTATION_FORMAT, image_shape=(image_size, image_size, 3)
     )
     return resized, tf.reshape(boxes, [-1, 4]), tf.boolean_mask(labels, keep)
 
@@ -268,6 +268,6 @@ def load_detection(
     info = DatasetInfo(
         spec=spec, split=source.split, num_classes=len(source.class_names), class_names=source.class_names,
         num_examples=source.num_examples, source=source.source, image_size=image_size, batch_size=batch_size,
-        preprocessing=scheme, box_format=BOX_FORMAT,
+        preprocessing=scheme, box_format=ANNOTATION_FORMAT,
     )  # fmt: skip
     return dataset, info

@@ -2,8 +2,8 @@
 
 For tests, demos and smoke-training detectors offline. Every image holds 1..``max_objects``
 non-overlapping filled shapes in random colours on a noisy background; each box is the exact
-pixel bounding box of its shape's pixels (``xyxy`` pixel edges: a shape covering columns
-x0..x1-1 has xmin = x0, xmax = x1), so nothing is occluded and no box is loose. Image ``i`` of
+pixel bounding box of its shape's pixels (``xyxy`` pixel edges, `nlighten_tf.boxes.ANNOTATION_FORMAT`: a
+shape covering columns x0..x1-1 has xmin = x0, xmax = x1), so nothing is occluded and no box is loose. Image ``i`` of
 seed ``s`` depends on ``(s, i)`` only: the first images of a longer dataset are the same.
 
 Annotations are keras-cv bounding-box dicts, dense with -1 padding, the form
@@ -17,7 +17,6 @@ import dataclasses
 import numpy as np
 
 CLASSES = ("rectangle", "ellipse", "triangle")
-BOX_FORMAT = "xyxy"
 
 
 @dataclasses.dataclass(frozen=True)

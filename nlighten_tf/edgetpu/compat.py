@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from nlighten_tf.bench import tflite_inspection
+from nlighten_tf.boxes import POSTPROCESS_OP
 from nlighten_tf.litert import flatbuffer
 from nlighten_tf.litert.flatbuffer import Graph
 
@@ -208,7 +209,7 @@ def edge_side(graph: Graph, index: int) -> str | None:
     return None
 
 
-POSTPROCESS_OPS = ("TFLite_Detection_PostProcess",)
+POSTPROCESS_OPS = (POSTPROCESS_OP,)  # ops a detector ends in, run on the CPU by design
 
 
 def postprocess_tail(graph: Graph) -> set[int]:

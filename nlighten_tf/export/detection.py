@@ -36,7 +36,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from nlighten_tf.export.metadata import POSTPROCESS_OP, DetectorMetadata
+from nlighten_tf.boxes import POSTPROCESS_OP
+from nlighten_tf.export.metadata import DetectorMetadata
 from nlighten_tf.export.metadata import embed as embed_metadata
 from nlighten_tf.export.tflite import (
     ExportError,

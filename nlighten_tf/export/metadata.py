@@ -32,6 +32,7 @@ from typing import Any
 import flatbuffers
 import numpy as np
 
+from nlighten_tf.boxes import POSTPROCESS_OP
 from nlighten_tf.litert import flatbuffer
 from nlighten_tf.third_party.tflite_metadata import metadata_schema_py_generated as meta_fb
 
@@ -43,8 +44,6 @@ LABELS_FILE = "labels.txt"
 # tensor group ObjectDetector reads a detector's outputs by position, which is why
 # `export.detection.order_outputs` fixes them to location, category, score, count.
 MIN_PARSER_VERSION = "1.0.0"
-# The custom op a detector's `.tflite` ends with (export/detection.py fuses it).
-POSTPROCESS_OP = "TFLite_Detection_PostProcess"
 DETECTOR_OUTPUTS = (  # name, description: the names ObjectDetector knows the outputs by
     ("location", "The locations of the detected boxes: [top, left, bottom, right] relative to the image."),
     ("category", "The categories of the detected boxes: class ids (as floats) indexing labels.txt."),

@@ -2,10 +2,10 @@
 
 Shared by every anchor-based detector head (EfficientDet first). Conventions:
 
-* Box formats have one home, keras-cv: annotations may come in any `keras_cv.bounding_box`
-  format (``"xyxy"``, ``"rel_yxyx"``, ``"xywh"``, ...) and are converted with
-  `keras_cv.bounding_box.convert_format`. Internally anchors and decoded boxes are
-  ``BOX_FORMAT`` = ``"yxyx"`` in absolute pixels, the format TensorFlow's NMS ops use.
+* Box formats are named in `nlighten_tf.boxes`: annotations may come in any
+  `keras_cv.bounding_box` format (``"xyxy"``, ``"rel_yxyx"``, ``"xywh"``, ...) and are converted
+  with `keras_cv.bounding_box.convert_format`. Internally anchors and decoded boxes are
+  ``ANCHOR_FORMAT`` (``"yxyx"``) in absolute pixels, the format TensorFlow's NMS ops use.
 * Annotations are keras-cv bounding-box dicts ``{"boxes": [B, M, 4], "classes": [B, M]}``, dense
   with rows of -1 as padding (`keras_cv.bounding_box.to_dense`) or ragged.
 * Anchor order (the order of the model's concatenated outputs): level P3..P7, then feature-map
@@ -34,9 +34,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from nlighten_tf.boxes import ANCHOR_FORMAT, ANNOTATION_FORMAT, CODER_FORMAT
 from nlighten_tf.errors import NlightenError
 
-BOX_FORMAT = "yxyx"
 CLASS_OUTPUT = "class_logits"
 BOX_OUTPUT = "box_regression"
 BACKGROUND = -1
@@ -139,7 +139,7 @@ def num_anchors(image_shape: Sequence[int], config: AnchorConfig = AnchorConfig(
 def _centre_size(boxes):
     from keras_cv import bounding_box
 
-    return tf.unstack(bounding_box.convert_format(boxes, source=BOX_FORMAT, target="center_yxhw"), axis=-1)
+    return tf.unstack(bounding_box.convert_format(boxes, source=ANCHOR_FORMAT, target=CODER_FORMAT), axis=-1)
 
 
 def encode_boxes(boxes, anchors) -> tf.Tensor:
@@ -158,7 +158,7 @@ def decode_boxes(deltas, anchors) -> tf.Tensor:
     ty, tx, th, tw = tf.unstack(tf.cast(deltas, tf.float32), axis=-1)
     ya, xa, ha, wa = _centre_size(tf.cast(anchors, tf.float32))
     centre = tf.stack([ty * ha + ya, tx * wa + xa, tf.exp(th) * ha, tf.exp(tw) * wa], axis=-1)
-    return bounding_box.convert_format(centre, source="center_yxhw", target=BOX_FORMAT)
+    return bounding_box.convert_format(centre, source=CODER_FORMAT, target=ANCHOR_FORMAT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ def validate_annotations(
             bounding_box.convert_format(
                 np.where(finite[:, None], boxes, 0.0).astype(np.float32),
                 source=bounding_box_format,
-                target=BOX_FORMAT,
+                target=ANCHOR_FORMAT,
                 image_shape=(int(height), int(width), 3),
             ),
             dtype=np.float64,
@@ -308,7 +308,7 @@ def encode_targets(
     boxes = bounding_box.convert_format(
         tf.where(valid[..., None], boxes, 0.0),
         source=bounding_box_format,
-        target=BOX_FORMAT,
+        target=ANCHOR_FORMAT,
         image_shape=image_shape3,
     )
     if validate and not eager:
@@ -320,7 +320,7 @@ def encode_targets(
     classes = tf.concat([classes, -tf.ones([batch, 1])], axis=1)
     valid = tf.concat([valid, tf.zeros([batch, 1], tf.bool)], axis=1)
 
-    iou = bounding_box.compute_iou(anchors, boxes, bounding_box_format=BOX_FORMAT)  # [B, N, M+1]
+    iou = bounding_box.compute_iou(anchors, boxes, bounding_box_format=ANCHOR_FORMAT)  # [B, N, M+1]
     iou = tf.where(valid[:, None, :], iou, -1.0)
     matched = tf.argmax(iou, axis=-1, output_type=tf.int32)  # [B, N]
     best_iou = tf.reduce_max(iou, axis=-1)
@@ -389,7 +389,7 @@ def training_targets(labels) -> dict[str, tf.Tensor]:
 def training_dataset(
     dataset: tf.data.Dataset,
     anchors,
-    bounding_box_format: str = "xyxy",
+    bounding_box_format: str = ANNOTATION_FORMAT,
     allow_empty: bool = False,
 ) -> tf.data.Dataset:
     """Batches of ``(images, box dict)`` (`nlighten_tf.data.load` of a detection spec) ->
@@ -525,7 +525,7 @@ def decode_detections(
     box_regression,
     anchors,
     image_shape: Sequence[int],
-    bounding_box_format: str = BOX_FORMAT,
+    bounding_box_format: str = ANCHOR_FORMAT,
     iou_threshold: float = 0.5,
     confidence_threshold: float = 0.05,
     max_detections: int = 100,
@@ -545,7 +545,7 @@ def decode_detections(
     boxes = tf.minimum(tf.maximum(boxes, 0.0), [height, width, height, width])
     image_shape3 = (int(height), int(width), 3)
     boxes = keras_cv.bounding_box.convert_format(
-        boxes, source=BOX_FORMAT, target=bounding_box_format, image_shape=image_shape3
+        boxes, source=ANCHOR_FORMAT, target=bounding_box_format, image_shape=image_shape3
     )
     nms = keras_cv.layers.MultiClassNonMaxSuppression(
         bounding_box_format=bounding_box_format,

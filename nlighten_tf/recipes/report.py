@@ -9,21 +9,29 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nlighten_tf import io as atomic
 from nlighten_tf.render import markdown_table, plot_accuracy_vs_size
 
-STAGE_COLUMNS = ("stage", "top1_%", "top5_%", "sparsity_%", "clusters", "params", "model_bytes", "wall_time_s")
-# Detectors (COCO mAP from bench.detection instead of top-1/top-5).
-MAP_KEYS = ("map", "map_50", "map_75")
-MAP_COLUMNS = {"map": "map_%", "map_50": "map_50_%", "map_75": "map_75_%"}  # as percentages, like top1_%
-DETECTION_STAGE_COLUMNS = ("stage", *MAP_COLUMNS.values(), "sparsity_%", "clusters", "params", "model_bytes",
-                           "wall_time_s")  # fmt: skip
-EXPORT_COLUMNS = (
-    "name", "source_stage", "top1_%", "top5_%", "size_bytes", "gzip_bytes", "smaller_than_first", "gzip_smaller_than_first",
-    "zeros_%", "values_per_channel", "median_ms",
+if TYPE_CHECKING:
+    from nlighten_tf.tasks import Task
+
+# The tables' columns around the scores, which the model's task names (`Task.model_scores`,
+# `Task.file_scores`: top1_%/top5_% for classifiers, map_%/map_50_%/map_75_% for detectors).
+STAGE_COLUMNS_AFTER_SCORES = ("sparsity_%", "clusters", "params", "model_bytes", "wall_time_s")
+EXPORT_COLUMNS_AFTER_SCORES = (
+    "size_bytes", "gzip_bytes", "smaller_than_first", "gzip_smaller_than_first", "zeros_%", "values_per_channel",
+    "median_ms",
 )  # fmt: skip
+
+
+def stage_columns(task: Task) -> tuple[str, ...]:
+    return ("stage", *task.model_scores.values(), *STAGE_COLUMNS_AFTER_SCORES)
+
+
+def export_columns(task: Task) -> tuple[str, ...]:
+    return ("name", "source_stage", *task.file_scores.values(), *EXPORT_COLUMNS_AFTER_SCORES)
 
 
 def _percent(value: float | None) -> float | None:
@@ -53,15 +61,15 @@ def _scored_on(metrics: Sequence[dict[str, Any]], eval_split: str) -> str:
     return f"the validation split `{split}`"
 
 
-def stage_rows(metrics: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per completed stage that holds a model (accuracy on the split stages are scored on)."""
+def stage_rows(metrics: Sequence[dict[str, Any]], task: Task) -> list[dict[str, Any]]:
+    """One row per completed stage that holds a model (its scores on the split stages are scored on)."""
     rows = []
     for m in metrics:
-        if m.get("accuracy") is None and m.get("map_50") is None:
+        if not task.has_model_score(m):
             continue
         rows.append({
             "stage": m["stage"], "accuracy": m.get("accuracy"), "top5": m.get("top5"),
-            **{k: m[k] for k in MAP_KEYS if k in m},
+            **{k: m.get(k) for k in task.model_scores},
             "prunable_sparsity": m.get("prunable_sparsity"),
             "clusters": m.get("max_unique_values") if m.get("clustered") else None,
             "params": m.get("params"), "model_bytes": m.get("model_bytes"), "wall_time_s": m.get("wall_time_s"),
@@ -116,24 +124,18 @@ def android_lines(exports: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def summary(recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], complete: bool) -> dict[str, Any]:
+def summary(recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], complete: bool, task: Task) -> dict[str, Any]:
     return {
         "name": recipe_dict["name"], "complete": complete, "recipe": recipe_dict,
-        "stages": stage_rows(metrics), "exports": export_rows(metrics),
+        "stages": stage_rows(metrics, task), "exports": export_rows(metrics),
         "stage_metrics": [{k: v for k, v in m.items() if k not in ("report", "rows")} for m in metrics],
     }  # fmt: skip
 
 
-def markdown(recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], total: int, plots: dict[str, str]) -> str:
+def markdown(
+    recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], total: int, plots: dict[str, str], task: Task
+) -> str:
     done = len(metrics)
-    detector = any(m.get("map_50") is not None for m in metrics) or any(
-        e.get("map_50") is not None for m in metrics for e in m.get("exports", [])
-    )
-    stage_columns = DETECTION_STAGE_COLUMNS if detector else STAGE_COLUMNS
-    export_columns = EXPORT_COLUMNS
-    if detector:
-        export_columns = (*EXPORT_COLUMNS[:2], *MAP_COLUMNS.values(),
-                          *(c for c in EXPORT_COLUMNS[2:] if not c.startswith("top")))  # fmt: skip
     lines = [
         f"# Run `{recipe_dict['name']}`",
         "",
@@ -142,20 +144,18 @@ def markdown(recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], tot
         f"Model `{recipe_dict['model']['name']}` on `{recipe_dict['data']['spec']}` at {recipe_dict['data']['image_size']}px; "
         f"{done} of {total} stages complete. The recipe as run: `resolved_recipe.yaml`.",
         "",
-        f"## Stages (Keras model on {_scored_on(metrics, recipe_dict['data']['eval_split'])}"
-        + (": COCO mAP, keras-cv NMS)" if detector else ")"),
+        f"## Stages (Keras model on {_scored_on(metrics, recipe_dict['data']['eval_split'])}{task.keras_scoring})",
         "",
         markdown_table(
-            _table_rows(stage_rows(metrics), {"accuracy": "top1_%", "top5": "top5_%", "prunable_sparsity": "sparsity_%",
-                                              **MAP_COLUMNS}),
-            stage_columns,
+            _table_rows(stage_rows(metrics, task), {"prunable_sparsity": "sparsity_%", **task.model_scores}),
+            stage_columns(task),
         ) or "(no model stage complete yet)",
     ]
     exports = export_rows(metrics)
     if exports:
         lines += [
             "",
-            "## Exported `.tflite` files (" + ("COCO mAP" if detector else "accuracy") + " through the interpreter)",
+            f"## Exported `.tflite` files ({task.score_name} through the interpreter)",
             "",
             "Sizes in bytes; `smaller_than_first` = size of the first export / this size; "
             "`zeros_%` = zeros among the CONV_2D/FULLY_CONNECTED weights stored in the file; "
@@ -163,9 +163,8 @@ def markdown(recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], tot
             "`median_ms` from the benchmark stage (one invoke, first thread count).",
             "",
             markdown_table(_table_rows(exports, {
-                "top1": "top1_%", "top5": "top5_%", "prunable_zero_fraction": "zeros_%",
-                "max_values_per_channel": "values_per_channel", **MAP_COLUMNS,
-            }), export_columns),  # fmt: skip
+                "prunable_zero_fraction": "zeros_%", "max_values_per_channel": "values_per_channel", **task.file_scores,
+            }), export_columns(task)),  # fmt: skip
         ]
     lines += device_path_lines(metrics)
     lines += android_lines(exports)
@@ -210,7 +209,7 @@ def device_path_lines(metrics: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def write(run_dir: Path, recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], total: int) -> Path:
+def write(run_dir: Path, recipe_dict: dict[str, Any], metrics: Sequence[dict[str, Any]], total: int, task: Task) -> Path:
     """Writes report.md, summary.json and (with measured exports) accuracy_vs_size.png atomically."""
     plots: dict[str, str] = {}
     exports = [e for e in export_rows(metrics) if e.get("top1") is not None]
@@ -220,8 +219,8 @@ def write(run_dir: Path, recipe_dict: dict[str, Any], metrics: Sequence[dict[str
         for kind, name in (m.get("files") or {}).items():
             if name.endswith(".png"):
                 plots[f"{m['stage']} {kind}"] = f"{m['stage']}/{name}"
-    atomic.write_json(run_dir / "summary.json", summary(recipe_dict, metrics, len(metrics) == total))
-    return atomic.write_text(run_dir / "report.md", markdown(recipe_dict, metrics, total, plots))
+    atomic.write_json(run_dir / "summary.json", summary(recipe_dict, metrics, len(metrics) == total, task))
+    return atomic.write_text(run_dir / "report.md", markdown(recipe_dict, metrics, total, plots, task))
 
 
 # --- Lottery ------------------------------------------------------------------------------

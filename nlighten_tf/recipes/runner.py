@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nlighten_tf import interrupts
 from nlighten_tf import io as atomic
@@ -43,6 +43,9 @@ from nlighten_tf.errors import NlightenError
 from nlighten_tf.keras_io import load_keras, save_model
 from nlighten_tf.recipes import schema
 from nlighten_tf.recipes.schema import Recipe, Stage
+
+if TYPE_CHECKING:
+    from nlighten_tf.tasks import Task
 
 MODEL_FILE = "model.h5"
 METRICS_FILE = "metrics.json"
@@ -221,6 +224,7 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, strategy: str | Non
 
     import tf_keras
 
+    from nlighten_tf import tasks
     from nlighten_tf.optimize.training import TrainingDiverged
     from nlighten_tf.recipes import report, stages
 
@@ -236,10 +240,8 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, strategy: str | Non
     ctx = stages.Context(
         recipe=recipe, run_dir=run_dir, train=train, eval=evaluation, class_names=info.class_names, scheme=scheme,
         strategy=strategy, verbose=keras_verbosity() if verbose is None else verbose, log=log,
-        scored_split=scored_split,
+        scored_split=scored_split, task=tasks.for_model(recipe.model.name),
     )  # fmt: skip
-    if info.box_format is not None:
-        ctx.task, ctx.anchors, ctx.box_format = "detection", stages.detection_anchors(recipe), info.box_format
     metrics: list[dict[str, Any]] = [read_metrics(run_dir, name) for name in done]
     _restore(ctx, recipe, metrics, len(info.class_names))
     total = len(recipe.stages)
@@ -248,7 +250,7 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, strategy: str | Non
         prefix = f"[{stage.index:02d}/{total:02d} {stage.type}]"
         if stage.dirname in done:
             skipped.append(stage.dirname)
-            log(f"{prefix} complete, skipped ({one_line(metrics[stage.index - 1])})")
+            log(f"{prefix} complete, skipped ({one_line(metrics[stage.index - 1], ctx.task)})")
             continue
         if ctx.model is None:
             tf_keras.utils.set_random_seed(recipe.seed)
@@ -262,9 +264,9 @@ def _run_locked(recipe: Recipe, run_dir: Path, resume: bool, strategy: str | Non
             raise RunError(f"{run_dir}: {stage.label}: {error}") from None
         metrics.append(stage_metrics)
         ran.append(stage.dirname)
-        report.write(run_dir, recipe.as_dict(), metrics, total)
-        log(f"{prefix} done: {one_line(stage_metrics)}")
-    path = report.write(run_dir, recipe.as_dict(), metrics, total)
+        report.write(run_dir, recipe.as_dict(), metrics, total, ctx.task)
+        log(f"{prefix} done: {one_line(stage_metrics, ctx.task)}")
+    path = report.write(run_dir, recipe.as_dict(), metrics, total, ctx.task)
     return RunResult(run_dir, path, metrics, ran, skipped)
 
 
@@ -353,23 +355,20 @@ def load_stage_model(run_dir: Path, metrics: dict[str, Any], recipe: Recipe, num
     return model
 
 
-def one_line(m: dict[str, Any]) -> str:
-    """accuracy, sparsity, clusters, size, time of a completed stage."""
+def one_line(m: dict[str, Any], task: Task) -> str:
+    """score (as the model's task states it), sparsity, clusters, size, time of a completed stage."""
     parts = []
-    if m.get("accuracy") is not None or m.get("map_50") is not None:
-        if m.get("map_50") is not None:
-            parts.append(f"mAP {m['map']:.3f}, mAP@0.5 {m['map_50']:.3f}")
-        else:
-            parts.append(f"accuracy {100 * m['accuracy']:.2f}%")
+    if task.has_model_score(m):
+        parts.append(task.model_score_text(m))
         parts.append(f"sparsity {100 * m.get('prunable_sparsity', 0):.1f}%")
         if m.get("clustered"):
             parts.append(f"<= {m['max_unique_values']} values/kernel")
         parts.append(f"params {m['params']:,}")
         parts.append(f"{MODEL_FILE} {m['model_bytes'] / 1e6:.2f} MB")
     for e in m.get("exports", []):
-        top1 = f" top-1 {100 * e['top1']:.2f}%" if e.get("top1") is not None else ""
-        top1 = f" mAP@0.5 {e['map_50']:.3f}" if e.get("map_50") is not None else top1
-        parts.append(f"{e['target']} {e['size_bytes'] / 1e3:.1f} KB (gzip {e['gzip_bytes'] / 1e3:.1f} KB){top1}")
+        score = task.file_score_text(e)
+        score = f" {score}" if score else ""
+        parts.append(f"{e['target']} {e['size_bytes'] / 1e3:.1f} KB (gzip {e['gzip_bytes'] / 1e3:.1f} KB){score}")
     for r in m.get("rows", []):
         parts.append(f"{r['name']} {r['median_ms']:.2f} ms ({r['threads']} thr)")
     if m.get("summary"):
@@ -382,14 +381,13 @@ def check_inputs(recipe: Recipe) -> None:
     """What a run reads before it trains, checked without training (for --dry_run and before a
     run): the data source (folder, files, TFDS preparation) and its split names, and the
     model's and a distillation teacher's weights files. RecipeError naming the key otherwise."""
-    from nlighten_tf import data
-    from nlighten_tf.data.detection import is_detection_spec
+    from nlighten_tf import data, tasks
     from nlighten_tf.data.pipeline import open_raw
     from nlighten_tf.models import weights as weights_lib
 
     source = recipe.source
     spec = recipe.data
-    if not is_detection_spec(spec.spec):  # detection sets are opened by their own loader
+    if tasks.for_model(recipe.model.name).checks_raw_splits:
         checks = [("train_split", spec.train_split), ("eval_split", spec.eval_split)]
         if isinstance(spec.validation, str) and spec.validation.lower() not in ("auto", "none"):
             checks.insert(1, ("validation", spec.validation))  # a carved fraction is part of train_split

@@ -617,47 +617,19 @@ def from_dict(raw: Any, source: str = "<recipe>") -> Recipe:
     return recipe
 
 
-# Stages that train or export detectors (their losses, mAP, export_detector); and their targets.
-DETECTION_STAGES = ("train", "prune", "cluster", "qat", "export", "edgetpu")
-DETECTION_EXPORT_TARGETS = ("int8", "fp32")
-
-
 def check_task(recipe: Recipe) -> None:
-    """A detector (registry task "detection") needs detection data and the stages that know
-    its losses; a classifier must not get detection data."""
-    from nlighten_tf.data.detection import is_detection_spec
-    from nlighten_tf.models import registry
+    """The model's task (`nlighten_tf.tasks`, from its registry entry) must have recipe support
+    and accept the recipe's data, stages and export targets."""
+    from nlighten_tf import tasks
 
-    source = recipe.source
-    detector = registry.info(recipe.model.name).task == "detection"
-    detection_data = is_detection_spec(recipe.data.spec)
-    if detector and not detection_data:
-        raise RecipeError(
-            f"{source}: data: key 'spec': {recipe.model.name} is a detector; use a detection data set "
-            f"(shapes, tfds:coco/2017, tfds:voc/2012), got {recipe.data.spec!r}"
-        )
-    if detection_data and not detector:
-        raise RecipeError(
-            f"{source}: data: key 'spec': {recipe.data.spec!r} is a detection data set but {recipe.model.name} is "
-            "not a detector; use a detection model (e.g. efficientdet_lite0)"
-        )
-    if not detector:
-        return
-    if recipe.data.augment is not None:
-        raise RecipeError(f"{source}: data: key 'augment': not available for detection data (boxes would not follow)")
-    for stage in recipe.stages:
-        if stage.type not in DETECTION_STAGES:
-            raise RecipeError(
-                f"{source}: {stage.label}: {stage.type} does not support detectors; detector recipes use "
-                + ", ".join(DETECTION_STAGES)
-            )
-        if stage.type == "export":
-            bad = [t for t in stage.config.targets if t not in DETECTION_EXPORT_TARGETS]
-            if bad:
-                raise RecipeError(
-                    f"{source}: {stage.label}: key 'targets': {', '.join(bad)} not available for detectors; valid: "
-                    f"{', '.join(DETECTION_EXPORT_TARGETS)} (TFLite_Detection_PostProcess at the end, float I/O)"
-                )
+    try:
+        task = tasks.for_model(recipe.model.name)
+    except tasks.TaskError as error:
+        raise RecipeError(f"{recipe.source}: model: key 'name': {error}") from None
+    try:
+        task.check_recipe(recipe)
+    except tasks.TaskError as error:  # the message names the recipe and the key
+        raise RecipeError(str(error)) from None
 
 
 def _check_data(where: str, spec: DataSpec) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from nlighten_tf import data, models
+from nlighten_tf import data, models, tasks
 from nlighten_tf.keras_utils import copy_model
 from nlighten_tf.optimize import training, weight_stats
 from nlighten_tf.recipes import schema
@@ -34,6 +34,7 @@ class Context:
     eval: tf.data.Dataset
     class_names: tuple[str, ...]
     scheme: str  # the model's input normalisation (nlighten_tf.data scheme)
+    task: tasks.Task  # the model's task: its data targets, losses, scoring and export
     strategy: Any = None
     verbose: int = 2  # Keras: 1 progress bars (TTY), 2 one line per epoch
     log: Callable[[str], None] = print
@@ -41,20 +42,11 @@ class Context:
     model_stage: str | None = None  # directory holding `model` (None: built from the recipe's model spec)
     qat_scheme: str | None = None  # set once a qat stage has run
     exports: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    # The model's registry task. Detectors: `train` yields per-anchor targets, `eval` keras-cv
-    # box dicts in `box_format`, scored as COCO mAP; `anchors` are what the outputs refer to.
-    task: str = "classification"
     scored_split: str = ""  # the split `eval` holds: validation, or eval_split when there is none
-    anchors: np.ndarray | None = None
-    box_format: str | None = None
 
     def compile_options(self) -> dict[str, Any] | None:
         """``model.compile`` arguments besides the optimizer (None: the classifier's)."""
-        if self.task != "detection":
-            return None
-        from nlighten_tf.models import detection
-
-        return detection.compile_losses()
+        return self.task.compile_options(len(self.class_names))
 
     @property
     def image_size(self) -> int:
@@ -283,19 +275,10 @@ def file_weight_stats(path: Path) -> dict[str, Any]:
 def _calibration(ctx: Context, samples: int):
     from nlighten_tf.export import tflite
 
-    # Detection sets: drawn from the training split as configured (shapes are generated, so a
-    # sliced split also keeps calibration quick).
-    split = ctx.recipe.data.train_split if ctx.task == "detection" else "train"
     return tflite.calibration_data(
         ctx.recipe.data.spec, samples, ctx.image_size, preprocessing=ctx.scheme, data_dir=ctx.recipe.data.data_dir,
-        split=split,
+        split=ctx.task.calibration_split(ctx.recipe),
     )  # fmt: skip
-
-
-# Detector exports keep detections down to this score: mAP needs the low-score tail, and apps
-# apply their own display threshold (ObjectDetector's score_threshold option).
-DETECTOR_SCORE_THRESHOLD = 0.05
-DETECTOR_TARGETS = {"int8": "int8", "fp32": "float32", "edgetpu": "int8"}  # target -> export_detector quantization
 
 
 def _file_entry(ctx: Context, stage: Stage, target_name: str, path: Path, notes: list[str]) -> dict[str, Any]:
@@ -311,63 +294,28 @@ def _file_entry(ctx: Context, stage: Stage, target_name: str, path: Path, notes:
     }  # fmt: skip
 
 
-def export_detector_one(
-    ctx: Context, stage: Stage, workdir: Path, target_name: str, *, calibration, evaluate: bool, runtime: str
-) -> dict[str, Any]:
-    """`export_one` for detectors: `export.detection.export_detector` (post-process op at the
-    end, float I/O) and COCO mAP through the interpreter instead of top-1."""
-    from nlighten_tf.bench import detection as bench_detection
-    from nlighten_tf.export import detection as export_detection
-    from nlighten_tf.export import metadata
-
-    recipe = ctx.recipe
-    path = workdir / f"{target_name}.tflite"
-    detector = metadata.from_scheme(
-        ctx.class_names, ctx.scheme, (ctx.image_size, ctx.image_size), kind=metadata.DetectorMetadata, name=recipe.name
-    )
-    result = export_detection.export_detector(
-        ctx.model, path, anchors=ctx.anchors, representative_dataset=calibration,
-        quantization=DETECTOR_TARGETS[target_name], score_threshold=DETECTOR_SCORE_THRESHOLD,
-        detector_metadata=detector,
-        extra={"recipe": recipe.name, "stage": stage.dirname, "source_stage": ctx.model_stage},
-    )  # fmt: skip
-    entry = _file_entry(ctx, stage, target_name, path, result.notes)
-    if evaluate:
-        measured = bench_detection.evaluate_tflite(path, ctx.eval, ctx.box_format or "xyxy", runtime=runtime)
-        entry.update({k: measured[k] for k in bench_detection.METRIC_NAMES.values()})
-        entry.update(examples=measured["num_images"], runtime=measured["evaluated"])
-    quality = f", {bench_detection.summary(entry)} (interpreter)" if "map" in entry else ""
-    ctx.log(f"  {target_name} detector: {entry['size_bytes']:,} bytes (gzip {entry['gzip_bytes']:,}), "
-            f"{100 * entry['prunable_zero_fraction']:.1f}% of prunable weights zero{quality}")  # fmt: skip
-    return entry
-
-
 def export_one(
     ctx: Context, stage: Stage, workdir: Path, target_name: str, *, calibration, io_type: str | None,
     evaluate: bool, runtime: str,
 ) -> dict[str, Any]:  # fmt: skip
-    """Exports the current model to one target in `workdir`; the entry the report and the
-    benchmark stage read (sizes, what the file stores, accuracy through the interpreter)."""
-    from nlighten_tf.bench import accuracy
-    from nlighten_tf.export import metadata, tflite
-
+    """Exports the current model to one target in `workdir` (as its task exports it); the entry
+    the report and the benchmark stage read (sizes, what the file stores, its score through the
+    interpreter)."""
     recipe = ctx.recipe
-    classifier = metadata.from_scheme(ctx.class_names, ctx.scheme, (ctx.image_size, ctx.image_size), name=recipe.name)
     path = workdir / f"{target_name}.tflite"
-    result = tflite.export(
-        ctx.model, path, target_name, representative_dataset=calibration, classifier=classifier, io_type=io_type,
+    result = ctx.task.export_file(
+        ctx.model, path, target_name, recipe=recipe, labels=ctx.class_names, scheme=ctx.scheme,
+        calibration=calibration, io_type=io_type,
         extra={"recipe": recipe.name, "stage": stage.dirname, "source_stage": ctx.model_stage},
     )  # fmt: skip
     entry = _file_entry(ctx, stage, target_name, path, result.notes)
     if evaluate:
-        measured = accuracy.evaluate(path, recipe.data.spec, recipe.data.eval_split, limit=recipe.data.eval_limit,
-                                     runtime=runtime)  # fmt: skip
-        entry.update(top1=measured["top1"], top5=measured["top5"], examples=measured["examples"],
-                     runtime=measured["runtime"])  # fmt: skip
-    top1 = f", top-1 {100 * entry['top1']:.2f}% (interpreter)" if "top1" in entry else ""
+        entry.update(ctx.task.evaluate_file(path, ctx.eval, recipe, runtime))
+    score = ctx.task.file_score_text(entry)
+    score = f", {score} (interpreter)" if score else ""
     ctx.log(
         f"  {target_name}: {entry['size_bytes']:,} bytes (gzip {entry['gzip_bytes']:,}), "
-        f"{100 * entry['prunable_zero_fraction']:.1f}% of prunable weights zero{top1}"
+        f"{100 * entry['prunable_zero_fraction']:.1f}% of prunable weights zero{score}"
     )
     return entry
 
@@ -382,11 +330,6 @@ def run_export(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     if any(targets.get_target(t).needs_calibration for t in config.targets):
         calibration = _calibration(ctx, config.calibration_samples)
     exports = []
-    if ctx.task == "detection":
-        for name in config.targets:
-            exports.append(export_detector_one(ctx, stage, workdir, name, calibration=calibration,
-                                               evaluate=config.evaluate, runtime=config.runtime))  # fmt: skip
-        return Outcome(metrics={"exports": exports}, exports=exports, summary=", ".join(config.targets))
     for name in config.targets:
         target = targets.get_target(name)
         # io_type overrides int8 I/O (e.g. uint8 for Coral); a *_float_io target keeps float I/O.
@@ -400,18 +343,12 @@ def run_edgetpu(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     from nlighten_tf import edgetpu
 
     config = stage.config
-    if ctx.task == "detection":
-        # int8 up to the post-process op, float I/O (Coral accepts QUANTIZE/DEQUANTIZE at the
-        # edges; io_type does not apply); TFLite_Detection_PostProcess runs on the CPU by design.
-        # That is the int8 detector target exactly: reuse an export of the same model.
-        same = [e for e in ctx.exports if e.get("target") == "int8" and e.get("source_stage") == ctx.model_stage]
-        if same:
-            entry = _reuse_export(ctx, stage, workdir, same[-1], "edgetpu")
-        else:
-            entry = export_detector_one(
-                ctx, stage, workdir, "edgetpu", calibration=_calibration(ctx, config.calibration_samples),
-                evaluate=config.evaluate, runtime=config.runtime,
-            )  # fmt: skip
+    # Where the task's Edge TPU file is another target's file exactly (detectors: the int8 one),
+    # an export of the same model is reused.
+    reused = ctx.task.edgetpu_reuses
+    same = [e for e in ctx.exports if reused and e.get("target") == reused and e.get("source_stage") == ctx.model_stage]
+    if same:
+        entry = _reuse_export(ctx, stage, workdir, same[-1], "edgetpu")
     else:
         entry = export_one(
             ctx, stage, workdir, "edgetpu", calibration=_calibration(ctx, config.calibration_samples),
@@ -465,8 +402,8 @@ def run_benchmark(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     config = stage.config
     files = [ctx.run_dir / e["file"] for e in ctx.exports]
     # On an emulated device the files' accuracy is measured there (and on the host paths, on the
-    # same examples); detectors' multi-tensor outputs are timed only.
-    emulated = any(d != "host" for d in config.devices) and ctx.task != "detection"
+    # same examples) if the task's files can be scored so (detectors' are timed only).
+    emulated = any(d != "host" for d in config.devices) and ctx.task.scores_on_devices
     limit = min(config.device_limit, ctx.recipe.data.eval_limit or config.device_limit)
     result = suite.run(
         [os.fspath(f) for f in files], threads=config.threads, runs=config.runs, warmup=config.warmup,
@@ -500,15 +437,7 @@ def model_metrics(model: tf_keras.Model, ctx: Context) -> dict[str, Any]:
     (sparsity, clusters)."""
     from nlighten_tf.keras_utils import unwrap
 
-    if ctx.task == "detection":
-        from nlighten_tf.bench import detection as bench_detection
-
-        measured = bench_detection.evaluate_keras(model, ctx.eval, ctx.anchors, ctx.box_format or "xyxy")
-        quality: dict[str, Any] = {k: measured[k] for k in bench_detection.METRIC_NAMES.values()}
-        quality.update(accuracy=None, top5=None, loss=None)
-    else:
-        results = training.evaluate(model, ctx.eval)
-        quality = {"accuracy": results.get("accuracy"), "top5": results.get("top5"), "loss": results.get("loss")}
+    quality = ctx.task.evaluate_keras(model, ctx.eval, ctx.recipe)
     quality["scored_on"] = ctx.scored_split
     prunable = {
         unwrap(layer).name for layer in model.layers
@@ -545,13 +474,6 @@ def describe(stage: Stage) -> str:
     return " ".join(parts)
 
 
-def detection_anchors(recipe: Recipe) -> np.ndarray:
-    """The anchors (``yxyx`` pixels) a detector of the recipe's registry name predicts on."""
-    from nlighten_tf.models import efficientdet
-
-    return efficientdet.anchors(recipe.data.image_size, recipe.model.name)
-
-
 AUTO_VALIDATION_FRACTION = 0.1  # validation: auto carves this much of a plain train_split
 
 
@@ -577,8 +499,10 @@ def splits(recipe: Recipe) -> tuple[str, str]:
 def _has_split(recipe: Recipe, name: str) -> bool:
     """Whether the data source has a split of that name (not merely an alias of another)."""
     try:
-        _, info = data.load(recipe.data.spec, name, image_size=recipe.data.image_size, batch_size=1, limit=1,
-                            model=recipe.model.name, data_dir=recipe.data.data_dir, cache=False)  # fmt: skip
+        _, info = tasks.for_model(recipe.model.name).load(
+            recipe.data.spec, name, image_size=recipe.data.image_size, batch_size=1, limit=1, model=recipe.model.name,
+            data_dir=recipe.data.data_dir, cache=False,
+        )  # fmt: skip
     except (data.DataError, ValueError):
         return False
     return info.split in ("validation", "val")
@@ -591,13 +515,11 @@ def data_for(recipe: Recipe) -> tuple[tf.data.Dataset, tf.data.Dataset, data.Dat
     train_split, scored_split = splits(recipe)
     common = dict(image_size=spec.image_size, batch_size=spec.batch_size, model=recipe.model.name,
                   data_dir=spec.data_dir, cache=spec.cache)  # fmt: skip
-    train, info = data.load(spec.spec, train_split, augment=spec.augment, seed=recipe.seed,
+    task = tasks.for_model(recipe.model.name)
+    train, info = task.load(spec.spec, train_split, augment=spec.augment, seed=recipe.seed,
                             limit=spec.train_limit, **common)  # fmt: skip
-    evaluation, eval_info = data.load(spec.spec, scored_split, limit=spec.eval_limit, **common)
-    if info.box_format is not None:  # detection: per-anchor targets for fit, box dicts for mAP
-        from nlighten_tf.models import detection
-
-        train = detection.training_dataset(train, detection_anchors(recipe), info.box_format)
+    evaluation, eval_info = task.load(spec.spec, scored_split, limit=spec.eval_limit, **common)
+    train = task.training_data(train, info, recipe)
     if eval_info.num_classes != info.num_classes:
         raise data.DataError(
             f"{spec.spec}: split {scored_split!r} has {eval_info.num_classes} classes but {train_split!r} "

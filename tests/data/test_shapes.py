@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from nlighten_tf.boxes import ANNOTATION_FORMAT
 from nlighten_tf.data import shapes
 from nlighten_tf.models import detection
 
@@ -22,7 +23,7 @@ def test_boxes_are_valid_and_cover_every_class():
     batch = shapes.generate(24, seed=0, config=config)
     assert batch.images.shape == (24, 96, 96, 3) and batch.images.dtype == np.uint8
     detection.validate_annotations(
-        batch.annotations, (96, 96), shapes.BOX_FORMAT, num_classes=len(shapes.CLASSES)
+        batch.annotations, (96, 96), ANNOTATION_FORMAT, num_classes=len(shapes.CLASSES)
     )
     real = batch.classes >= 0
     assert set(batch.classes[real].astype(int)) == {0, 1, 2}
