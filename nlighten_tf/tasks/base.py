@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from nlighten_tf.errors import NlightenError
+
 if TYPE_CHECKING:
     import tensorflow as tf
     import tf_keras
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 Recipe = Any
 
 
-class TaskError(ValueError):
+class TaskError(NlightenError, ValueError):
     """A recipe asks a task for something it does not support (model, data, stage, target), or
     the model's registry task has no task object. The message is the whole line to show."""
 
