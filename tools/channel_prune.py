@@ -34,7 +34,7 @@ flags.DEFINE_integer("eval_limit", None, "Only the first N evaluation examples."
 flags.DEFINE_enum("criterion", "l1", ["l1", "l2", "bn_gamma", "entropy", "taylor"], "Channel importance criterion.")
 flags.DEFINE_float("keep_madds", None, "Fraction of MAdds to keep (default 0.5 when no other target is given).")
 flags.DEFINE_float("keep_params", None, "Fraction of trainable parameters to keep (instead of --keep_madds).")
-flags.DEFINE_multi_string("per_stage", [], "stage=keep_ratio, repeatable (stages: block3, block12, stem, top ...).")
+flags.DEFINE_multi_string("per_stage", [], "stage=keep_ratio, repeatable (stages: block3, stem, top ...; a block: block3b).")
 flags.DEFINE_multi_string("per_layer", [], "layer=keep_ratio, repeatable (applies to the layer's channel group).")
 flags.DEFINE_enum("allocation", "uniform", ["uniform", "sensitivity"], "How the global budget is spread.")
 flags.DEFINE_string("exclude", None, "Regex of group/layer names never pruned.")

@@ -37,7 +37,7 @@ import tf_keras
 from tf_keras import layers
 
 from nlighten_tf.models import registry
-from nlighten_tf.models.efficientnet import batch_norm, conv_initializer
+from nlighten_tf.models.block_table import batch_norm, conv_initializer
 
 SEGMENTATION_OUTPUT = "segmentation_logits"
 HEATMAP_OUTPUT = "heatmaps"
