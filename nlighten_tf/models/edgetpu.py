@@ -8,7 +8,8 @@ published checkpoints. Stem and head are scaled by width, all repeats by depth.
 from __future__ import annotations
 
 from nlighten_tf.models import registry
-from nlighten_tf.models.efficientnet import BlockArgs, register_variant
+from nlighten_tf.models.block_table import BlockArgs
+from nlighten_tf.models.efficientnet import register_variant
 
 EDGETPU_BLOCKS: tuple[BlockArgs, ...] = (
     BlockArgs(1, 3, 1, 4, 24, 24, fused=True, skip=False),

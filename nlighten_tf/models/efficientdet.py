@@ -48,7 +48,7 @@ import tf_keras
 from tf_keras import layers
 
 from nlighten_tf.models import detection, registry
-from nlighten_tf.models.efficientnet import activation_layer, batch_norm
+from nlighten_tf.models.block_table import activation_layer, batch_norm
 
 MIN_LEVEL, MAX_LEVEL = 3, 7
 FUSION_EPSILON = 1e-4  # automl fuse_features 'fastattn'

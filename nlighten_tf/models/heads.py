@@ -36,9 +36,9 @@ import tensorflow as tf
 import tf_keras
 from tf_keras import layers
 
-# The backbone families `_register` looks up while this module loads (efficientnet via the next line).
-from nlighten_tf.models import edgetpu, mobilenet_v2, registry  # noqa: F401
-from nlighten_tf.models.efficientnet import batch_norm, conv_initializer
+# The backbone families `_register` looks up while this module loads.
+from nlighten_tf.models import edgetpu, efficientnet, mobilenet_v2, registry  # noqa: F401
+from nlighten_tf.models.block_table import batch_norm, conv_initializer
 
 SEGMENTATION_OUTPUT = "segmentation_logits"
 HEATMAP_OUTPUT = "heatmaps"

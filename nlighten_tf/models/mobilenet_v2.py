@@ -1,47 +1,34 @@
 """MobileNetV2 (Sandler et al. 2018) with a width multiplier, built sparse-ready by default.
 
-Same topology as Keras applications' MobileNetV2 but with BatchNorm momentum 0.99 (Keras
-uses 0.999, whose moving statistics stay near their initial values in short CPU trainings
-and collapse evaluation to chance; docs/facts.md, "Measured on this project's machines") and, with sparse_ready, symmetric
-ZeroPadding2D + 'valid' on stride-2 convs so the TFLite graph meets XNNPACK's sparse rules.
+A block table decoded by the zoo's one builder (`block_table.build_from_block_table`), as timm's
+`_gen_mobilenet_v2`: the paper's Table 2, ReLU6, no squeeze-excite, stem scaled by width, the
+1280-wide head kept for multipliers below 1. Same topology as Keras applications' MobileNetV2
+but with BatchNorm momentum 0.99 (Keras uses 0.999, whose moving statistics stay near their
+initial values in short CPU trainings and collapse evaluation to chance; docs/facts.md,
+"Measured on this project's machines") and, with sparse_ready, symmetric ZeroPadding2D +
+'valid' on stride-2 convs so the TFLite graph meets XNNPACK's sparse rules.
+
+Blocks are named as in every family (`block1a`, `block2a`, `block2b`, ... `block7a`); the old
+numbering `block0` .. `block16` maps to them through `naming.LEGACY_MOBILENET_V2_BLOCKS`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import tf_keras
-from tf_keras import layers
 
-from nlighten_tf.models import registry
-from nlighten_tf.models.efficientnet import (
-    batch_norm,
-    conv_bn_act,
-    conv_initializer,
-    conv_padding,
-    dense_initializer,
-    round_filters,
-    strided_conv,
-)
+from nlighten_tf.models import block_table, registry
+from nlighten_tf.models.block_table import HEAD_FILTERS, BlockArgs, round_filters
 
-
-@dataclasses.dataclass(frozen=True)
-class InvertedResidual:
-    expand: int  # t
-    filters: int  # c
-    repeats: int  # n
-    stride: int  # s
-
-
-# Table 2 of the MobileNetV2 paper.
-MOBILENET_V2_BLOCKS: tuple[InvertedResidual, ...] = (
-    InvertedResidual(1, 16, 1, 1),
-    InvertedResidual(6, 24, 2, 2),
-    InvertedResidual(6, 32, 3, 2),
-    InvertedResidual(6, 64, 4, 2),
-    InvertedResidual(6, 96, 3, 1),
-    InvertedResidual(6, 160, 3, 2),
-    InvertedResidual(6, 320, 1, 1),
+# Table 2 of the MobileNetV2 paper: n (repeats), 3x3 depthwise, s (stride), t (expansion), the
+# input channels (the previous row's c; the stem's 32 for the first), c (output channels).
+MOBILENET_V2_BLOCKS: tuple[BlockArgs, ...] = (
+    BlockArgs(1, 3, 1, 1, 32, 16),
+    BlockArgs(2, 3, 2, 6, 16, 24),
+    BlockArgs(3, 3, 2, 6, 24, 32),
+    BlockArgs(4, 3, 2, 6, 32, 64),
+    BlockArgs(3, 3, 1, 6, 64, 96),
+    BlockArgs(3, 3, 2, 6, 96, 160),
+    BlockArgs(1, 3, 1, 6, 160, 320),
 )
 
 
@@ -58,61 +45,29 @@ def build_mobilenet_v2(
     """MobileNetV2; `features_only` returns the stride-8/16/32 maps [C3, C4, C5]."""
     if width_multiplier <= 0:
         raise ValueError(f"width_multiplier must be > 0, got {width_multiplier}")
-    act = "relu6"
-    inputs = layers.Input(shape=input_shape, name="image")
-    x = conv_bn_act(inputs, round_filters(32, width_multiplier), 3, 2, act, sparse_ready, "stem")
-
-    total_blocks = sum(b.repeats for b in MOBILENET_V2_BLOCKS)
-    taps: dict[int, object] = {}
-    stride = 2
-    block_index = 0
-    for stage in MOBILENET_V2_BLOCKS:
-        filters_out = round_filters(stage.filters, width_multiplier)
-        for repeat in range(stage.repeats):
-            block_stride = stage.stride if repeat == 0 else 1
-            if block_stride > 1 and stride in (8, 16):
-                taps[stride] = x
-            stride *= block_stride
-            name = f"block{block_index}"
-            filters_in = x.shape[-1]
-            y = x
-            if stage.expand != 1:
-                y = conv_bn_act(y, filters_in * stage.expand, 1, 1, act, sparse_ready, f"{name}_expand")
-            dwconv = layers.DepthwiseConv2D(
-                3,
-                strides=block_stride,
-                padding=conv_padding(3, block_stride, sparse_ready),
-                use_bias=False,
-                depthwise_initializer=conv_initializer(),
-                name=f"{name}_dwconv",
-            )
-            y = strided_conv(y, dwconv, 3, block_stride, sparse_ready, f"{name}_dw")
-            y = batch_norm(f"{name}_bn")(y)
-            y = layers.ReLU(6.0, name=f"{name}_act")(y)
-            y = layers.Conv2D(
-                filters_out, 1, use_bias=False, kernel_initializer=conv_initializer(), name=f"{name}_project_conv"
-            )(y)
-            y = batch_norm(f"{name}_project_bn")(y)
-            if block_stride == 1 and filters_in == filters_out:
-                rate = drop_connect_rate * block_index / total_blocks
-                if rate > 0:
-                    y = layers.Dropout(rate, noise_shape=(None, 1, 1, 1), name=f"{name}_drop")(y)
-                y = layers.Add(name=f"{name}_add")([x, y])
-            x = y
-            block_index += 1
-    taps[stride] = x
-    if features_only:
-        return tf_keras.Model(inputs, [taps[8], taps[16], taps[32]], name="mobilenet_v2_features")
-
     # The paper keeps the 1280-wide head for multipliers below 1.
-    head = round_filters(1280, width_multiplier) if width_multiplier > 1.0 else 1280
-    x = conv_bn_act(x, head, 1, 1, act, sparse_ready, "top")
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        if dropout_rate > 0:
-            x = layers.Dropout(dropout_rate, name="top_dropout")(x)
-        x = layers.Dense(num_classes, kernel_initializer=dense_initializer(), name="predictions")(x)
-    return tf_keras.Model(inputs, x, name=f"mobilenet_v2_{width_multiplier:g}")
+    head = round_filters(HEAD_FILTERS, width_multiplier) if width_multiplier > 1.0 else HEAD_FILTERS
+    return block_table.build_from_block_table(
+        blocks=MOBILENET_V2_BLOCKS,
+        width=width_multiplier,
+        depth=1.0,
+        activation="relu6",
+        use_se=False,
+        fix_stem_head=False,
+        head_filters=head,
+        model_name=f"mobilenet_v2_{width_multiplier:g}",
+        features_name="mobilenet_v2_features",
+        # This project's MobileNetV2 always had unpadded ('valid') 1x1 projections; kept so that
+        # its Keras configs and .tflite graphs stay as they were.
+        project_padding="valid",
+        input_shape=input_shape,
+        num_classes=num_classes,
+        include_top=include_top,
+        features_only=features_only,
+        dropout_rate=dropout_rate,
+        drop_connect_rate=drop_connect_rate,
+        sparse_ready=sparse_ready,
+    )
 
 
 registry.register(

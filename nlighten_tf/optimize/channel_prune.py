@@ -36,6 +36,7 @@ from tf_keras import layers
 
 from nlighten_tf.keras_utils import copy_model
 from nlighten_tf.models.complexity import count_madds, count_params
+from nlighten_tf.models.naming import block_of, legacy_regex_error, resolve_legacy_name
 from nlighten_tf.optimize import graph as graph_lib
 from nlighten_tf.optimize import training
 from nlighten_tf.optimize.channel_groups import ChannelGraph, analyze, restore, slice_model, zero_inputs
@@ -56,8 +57,9 @@ def check_keep(what: str, value: float) -> None:
 class ChannelPruneConfig:
     """Targets (at least one): keep_madds or keep_params, the fraction of the model's MAdds /
     trainable parameters to keep (counted from the built graph); per_stage {stage: ratio}
-    (stages are name prefixes: 'block3' for EfficientNet's third stage, 'block12' for a
-    MobileNetV2 block, 'stem', 'top'); per_layer {layer: ratio} (the ratio applies to the
+    (stages are name prefixes, the same in every family: 'block3' for the third stage, 'block3b'
+    for one block of it, 'stem', 'top'; MobileNetV2's old names such as 'block12' are
+    translated); per_layer {layer: ratio} (the ratio applies to the
     layer's whole channel group). Explicit ratios are kept; with a global budget the other
     groups are allocated to meet it (`uniform`: one ratio for all; `sensitivity`: prune more
     where a scan says it hurts least), within `tolerance` (relative).
@@ -312,13 +314,17 @@ def explicit_ratios(cgraph: ChannelGraph, config: ChannelPruneConfig) -> dict[st
     prunable = cgraph.prunable
     ratios: dict[str, float] = {}
     stages = cgraph.stages()
+    layer_names = cgraph.outputs.keys()
     for stage, ratio in config.per_stage.items():
-        chosen = [n for n, g in prunable.items() if g.stage == stage]
+        # A stage ('block5') or one block ('block5c'); MobileNetV2's old names ('block12') translated.
+        stage = resolve_legacy_name(stage, layer_names)
+        chosen = [n for n, g in prunable.items() if stage in (g.stage, block_of(n))]
         if not chosen:
             raise ValueError(f"no prunable channel group in stage {stage!r}; stages: {', '.join(stages)}")
         ratios.update(dict.fromkeys(chosen, ratio))
     by_layer: dict[str, tuple[str, float]] = {}
     for layer_name, ratio in config.per_layer.items():
+        layer_name = resolve_legacy_name(layer_name, layer_names)
         group = cgraph.group_of_layer(layer_name)
         if not group.prunable:
             why = group.fixed or "a single channel"
@@ -339,6 +345,8 @@ def explicit_ratios(cgraph: ChannelGraph, config: ChannelPruneConfig) -> dict[st
 def _excluded(cgraph: ChannelGraph, pattern: str | None) -> set[str]:
     if not pattern:
         return set()
+    if why := legacy_regex_error(pattern, cgraph.outputs.keys()):
+        raise ValueError(f"exclude: {why}")
     return {n for n, g in cgraph.prunable.items() if any(re.search(pattern, x) for x in (n, *g.producers))}
 
 
@@ -354,7 +362,8 @@ def allocate_channels(
     explicit = explicit_ratios(cgraph, config)
     multiple = config.channel_multiple
     counts = {n: rounded_count(r, sizes[n], multiple) for n, r in explicit.items()}
-    free = [n for n in cgraph.prunable if n not in explicit and n not in _excluded(cgraph, config.exclude)]
+    excluded = _excluded(cgraph, config.exclude)
+    free = [n for n in cgraph.prunable if n not in explicit and n not in excluded]
     full = cgraph.cost()
     if config.budget and free:
         metric, keep = config.budget

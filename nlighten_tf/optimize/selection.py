@@ -15,6 +15,7 @@ import tf_keras
 from tf_keras import layers
 
 from nlighten_tf.keras_utils import copy_model, kernel_of, unwrap
+from nlighten_tf.models.naming import legacy_regex_error
 from nlighten_tf.optimize.fields import documented
 
 POLICIES = ("all", "xnnpack", "conv1x1", "dense")
@@ -86,9 +87,20 @@ class LayerSelection:
                 return value
         return default
 
+    def check_names(self, model: tf_keras.Model) -> None:
+        """Layer names are the same in every family (`stem_*`, `block5c_*`, `top_*`); a regex
+        written for MobileNetV2's old numbering (`^block12_`) matches nothing on a MobileNetV2
+        now and is refused with the new name rather than silently selecting other layers."""
+        names = [unwrap(layer).name for layer in model.layers]
+        patterns = [("include", self.include), ("exclude", self.exclude), *(("per_layer", p) for p in self.per_layer)]
+        for key, pattern in patterns:
+            if pattern is not None and (why := legacy_regex_error(pattern, names)):
+                raise ValueError(f"{key}: {why}")
+
     def selected_layers(self, model: tf_keras.Model, depthwise: bool = True) -> list[layers.Layer]:
         """Matching layers in graph order. depthwise=False leaves out DepthwiseConv2D, which
         TFMOT's pruning and clustering registries list with no optimizable weights."""
+        self.check_names(model)
         chosen = [
             layer
             for layer in model.layers
@@ -101,7 +113,6 @@ class LayerSelection:
                 + ("" if depthwise else " (depthwise convolutions excluded: TFMOT does not prune or cluster them)")
             )
         return chosen
-
 
 
 def wrap_selected(

@@ -8,10 +8,9 @@ new data set with a half-trained head would wreck the pretrained features. Batch
 therefore stay frozen when their block is unfrozen, unless ``train_batchnorm`` asks otherwise.
 
 Blocks are named by the registry builders' layer-name prefixes, in graph order from the
-input: ``stem``, ``block1`` .. ``block7`` (EfficientNet / -Lite / -EdgeTPU stages; ``block6a``,
-``block6b``... are one block), ``block0`` .. ``block16`` (MobileNetV2 inverted residuals) and
-``top`` (the final 1x1 convolution). "The top 2 blocks" of EfficientNet-Lite0 are ``top`` and
-``block7``.
+input: ``stem``, ``block1`` .. ``block7`` (the stages of every family: EfficientNet / -Lite /
+-EdgeTPU and MobileNetV2; ``block6a``, ``block6b``... are one block) and ``top`` (the final 1x1
+convolution). "The top 2 blocks" of EfficientNet-Lite0 or MobileNetV2 are ``top`` and ``block7``.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ import tf_keras
 from tf_keras import layers
 
 from nlighten_tf.keras_utils import copy_model, unwrap
+from nlighten_tf.models.naming import from_legacy_name
 from nlighten_tf.optimize import training
 from nlighten_tf.optimize.fields import documented
 
@@ -140,8 +140,13 @@ def choose_blocks(
         )
     unknown = [n for n in names if n not in available]
     if unknown:
+        # Transfer unfreezes whole stages, so an old MobileNetV2 block name cannot be mapped to
+        # the same layers: name the stage it now belongs to.
+        renamed = [f"{n!r} was {from_legacy_name(n)}, now in stage {from_legacy_name(n)[:-1]}"
+                   for n in unknown if from_legacy_name(n)]
+        hint = f" (in MobileNetV2's old block numbering, {'; '.join(renamed)})" if renamed else ""
         raise ValueError(
-            f"unknown block(s) {', '.join(map(repr, unknown))} in {where}; valid blocks: {', '.join(available)}"
+            f"unknown block(s) {', '.join(map(repr, unknown))} in {where}; valid blocks: {', '.join(available)}{hint}"
         )
     if top:
         return list(available[-top:])

@@ -5,7 +5,7 @@ import pytest
 from tf_keras import layers
 
 from nlighten_tf import models
-from nlighten_tf.models.efficientnet import round_filters, round_repeats
+from nlighten_tf.models.block_table import round_filters, round_repeats
 
 
 def block_names(model, stage):

@@ -330,8 +330,8 @@ def test_bad_targets_for_a_model_name_the_layer(kwargs, message):
 
 def test_conflicting_ratios_in_one_residual_group():
     model = family_model("mobilenet_v2")
-    config = ChannelPruneConfig(per_layer={"block1_project_conv": 0.5, "block2_project_conv": 0.75})
-    with pytest.raises(ValueError, match="share channel group 'block1_project_conv'"):
+    config = ChannelPruneConfig(per_layer={"block2a_project_conv": 0.5, "block2b_project_conv": 0.75})
+    with pytest.raises(ValueError, match="share channel group 'block2a_project_conv'"):
         channel_prune.allocate_channels(model, config)
 
 

@@ -57,9 +57,9 @@ def test_new_head_on_the_backbone_without_its_classifier(tiny):
     assert not tiny.get_layer("head_logits").get_weights()[0].any()  # zero-initialised
     assert transfer.blocks(tiny) == ["stem", *(f"block{i}" for i in range(1, 8)), "top"]
     mobilenet = models.build("mobilenet_v2", input_shape=(32, 32, 3), num_classes=4, width_multiplier=0.35)
-    # MobileNetV2's inverted residuals are single blocks; its registry head counts as the head.
-    assert transfer.blocks(mobilenet)[-3:] == ["block15", "block16", "top"]
-    assert transfer.select_blocks(mobilenet, top=2) == ["block16", "top"]
+    # MobileNetV2's stages are named as every family's; its registry head counts as the head.
+    assert transfer.blocks(mobilenet) == ["stem", *(f"block{i}" for i in range(1, 8)), "top"]
+    assert transfer.select_blocks(mobilenet, top=2) == ["block7", "top"]
     head = [layer.name for layer in transfer.head_layers(mobilenet)]
     assert head == ["avg_pool", "top_dropout", "predictions"]
 
