@@ -76,7 +76,7 @@ class ChannelPruneConfig:
     keep_madds: float | None = documented(None, "fraction of the model's MAdds to keep, in (0, 1]")
     keep_params: float | None = documented(None, "fraction of the trainable parameters to keep (instead of keep_madds)")
     per_stage: Mapping[str, float] = documented(
-        factory=dict, doc="{stage: keep ratio}; stages are name prefixes (block3, block12, stem, top)"
+        factory=dict, doc="{stage or block: keep ratio}: block3, block3b, stem, top (MobileNetV2's old block0 .. block16 are translated)"
     )
     per_layer: Mapping[str, float] = documented(factory=dict, doc="{layer: keep ratio} for the layer's channel group")
     allocation: str = documented(

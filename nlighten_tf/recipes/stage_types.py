@@ -257,8 +257,8 @@ register(StageType(
     "transfer learning (`optimize.transfer`, docs/recipes.md): the head alone on the frozen backbone, then also "
     "the top `unfreeze_top_blocks` blocks (or the blocks named in `unfreeze_blocks`) at the lower "
     "fine-tuning learning rate; BatchNorms stay frozen in inference mode unless `train_batchnorm`. Blocks are "
-    "named from the input: `stem`, `block1` .. `block7` (EfficientNet stages), `block0` .. `block16` "
-    "(MobileNetV2), `top`; the count and names are checked against the model. Must come before `prune`/`cluster`.",
+    "named from the input: `stem`, `block1` .. `block7` (the stages, named the same in every family; "
+    "docs/models.md), `top`; the count and names are checked against the model. Must come before `prune`/`cluster`.",
     _STAGES + "run_transfer", technique=transfer.TransferConfig, training={}, omit=("epochs", "learning_rate"),
     own_keys=(
         Key("head_epochs", float, training.TrainConfig.epochs, "epochs of the head alone on the frozen backbone"),
