@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.tools.test_optimize_tool import run_tool
+from tests.tools_runner import run_tool
 
 # Batch 16 on 640 images: 40 steps an epoch, so in 2 epochs BatchNorm's moving statistics
 # (momentum 0.99) leave their initial values, evaluations are not all at chance and keep: best
@@ -35,7 +35,7 @@ stages:
 def test_distill_lowrank_lottery_export_benchmark_through_the_runner(tmp_path):
     recipe = tmp_path / "every_stage.yaml"
     recipe.write_text(RECIPE)
-    result = run_tool(f"--recipe={recipe}", f"--output_dir={tmp_path}", timeout=1200)
+    result = run_tool("tools/optimize.py", f"--recipe={recipe}", f"--output_dir={tmp_path}", timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "every_stage"
 

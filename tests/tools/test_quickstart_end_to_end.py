@@ -8,7 +8,8 @@ import signal
 
 import pytest
 
-from tests.tools.test_optimize_tool import run_tool, start_tool, wait_for
+from tests.tools.test_optimize_tool import TOOL, wait_for
+from tests.tools_runner import run_tool, start_tool
 
 TINY = (
     "--override=data.spec=digits",
@@ -31,7 +32,7 @@ def test_quickstart_runs_every_stage_and_resumes_after_pcqat(tmp_path):
     run = out / "quickstart"
     args = ("--recipe=recipes/quickstart.yaml", f"--output_dir={out}", *TINY)
     log = tmp_path / "first.log"
-    first = start_tool(log, *args)
+    first = start_tool(TOOL, *args, log=log)
     # Killed once the int8 export has started, i.e. after PCQAT has written its model.
     wait_for(lambda: "[07/08 export]" in log.read_text(), first, timeout=900)
     first.send_signal(signal.SIGKILL)
@@ -40,7 +41,7 @@ def test_quickstart_runs_every_stage_and_resumes_after_pcqat(tmp_path):
     qat = json.loads((run / "06-qat" / "metrics.json").read_text())
     assert qat["qat_scheme"] == "pcqat", qat
 
-    result = run_tool(*args, "--resume", timeout=900)
+    result = run_tool(TOOL, *args, "--resume", timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     for n, stage in enumerate(STAGES[:6], 1):
         assert f"[{n:02d}/08 {stage[3:]}] complete, skipped" in result.stdout
