@@ -7,6 +7,8 @@ Targets: fp32, fp32_sparse, float16, dynamic_int8, int8, int8_float_io, int8_spa
 (the smallest file MediaPipe Tasks loads), edgetpu.
 Labels come from --data (or --labels=FILE); full-integer targets calibrate on --data's
 training split with the model's own preprocessing. Prints each file's signatures and I/O.
+Without data: --data=synthetic:bn[:N] calibrates on images synthesised from the model's own
+BatchNorm statistics (docs/optimize.md, "Data-free compression"); labels then come from --labels.
 """
 
 from __future__ import annotations
@@ -65,8 +67,12 @@ def main(argv: list[str]) -> int:
 
     try:
         scheme = data.resolve_scheme(FLAGS.preprocessing, FLAGS.model)
-        _, info = data.load_raw(FLAGS.data, "train", limit=1)
-        labels = Path(FLAGS.labels).read_text().splitlines() if FLAGS.labels else list(info.class_names)
+        data_free = data.parse_spec(FLAGS.data).kind == "synthetic"
+        if data_free and not FLAGS.labels:
+            return _fail(f"--data={FLAGS.data} synthesises images and has no class names: pass --labels=FILE")
+        labels = Path(FLAGS.labels).read_text().splitlines() if FLAGS.labels else None
+        if labels is None:
+            labels = list(data.load_raw(FLAGS.data, "train", limit=1)[1].class_names)
         labels = [label for label in labels if label.strip()]
         if FLAGS.keras_model:
             model = _load_keras(FLAGS.keras_model)
@@ -80,7 +86,9 @@ def main(argv: list[str]) -> int:
         classifier = metadata.from_scheme(labels, scheme, size, name=FLAGS.name or FLAGS.model)
         calibration = None
         if any(t.needs_calibration for t in targets):
-            calibration = tflite.calibration_data(FLAGS.data, FLAGS.calibration_samples, size[0], preprocessing=scheme)
+            calibration = tflite.calibration_data(
+                FLAGS.data, FLAGS.calibration_samples, size[0], preprocessing=scheme, keras_model=model
+            )
         stem = FLAGS.name or (Path(FLAGS.keras_model).stem if FLAGS.keras_model else FLAGS.model)
         for target in targets:
             path = Path(FLAGS.output_dir) / f"{stem}_{target.name}.tflite"

@@ -42,6 +42,12 @@ def open_raw(
     if on_corrupt not in folder.ON_CORRUPT:
         raise DataError(f"on_corrupt must be one of {', '.join(folder.ON_CORRUPT)}, got {on_corrupt!r}")
     parsed = parse_spec(spec)
+    if parsed.kind == "synthetic":
+        raise DataError(
+            f"{spec} has no stored examples or labels: its images are synthesised from a model's BatchNorm "
+            "statistics, for calibration (representative_dataset(..., keras_model=model); tools/export.py "
+            "--data=synthetic:bn --labels=FILE) and data-free distillation"
+        )
     if detection.is_detection_spec(parsed):
         raise DataError(
             f"{spec} is a detection data set: its examples carry boxes, not one class label; "
@@ -206,14 +212,21 @@ def representative_dataset(
     on_corrupt: str = "fail",
     crop: bool | None = None,
     download: bool = False,
+    keras_model: Any = None,
+    synthesis: Any = None,
 ) -> Callable[[], Iterator[list[np.ndarray]]]:
     """For `converter.representative_dataset`: a generator function yielding `n` single
     examples `[float32 array (1, S, S, 3)]`, preprocessed exactly as `load` does for evaluation
     (no augmentation), drawn from the training split (a seeded random sample by default).
 
+    ``synthetic:bn[:N]`` synthesises the examples from `keras_model`'s BatchNorm statistics
+    instead (data/synthetic.py; `synthesis` a SynthesisConfig, N images, default `n`).
+
     The data are checked now; every call of the returned function yields the same examples."""
     if int(n) != n or n < 1:
         raise DataError(f"representative_dataset needs a positive number of examples, got n={n!r}")
+    if parse_spec(spec).kind == "synthetic":
+        return _synthetic_representative(spec, n, preprocessing, model, keras_model, synthesis, seed)
     options = dict(
         spec=spec, split=split, image_size=image_size, batch_size=1, preprocessing=preprocessing, model=model,
         shuffle=shuffle, seed=seed, data_dir=data_dir, on_corrupt=on_corrupt, crop=crop, download=download,
@@ -230,5 +243,29 @@ def representative_dataset(
         dataset, _ = load(**options)
         for images, _ in dataset.take(n).as_numpy_iterator():
             yield [images]
+
+    return generate
+
+
+def _synthetic_representative(
+    spec: str, n: int, preprocessing: str | None, model: str | None, keras_model: Any, synthesis: Any, seed: int | None
+) -> Callable[[], Iterator[list[np.ndarray]]]:
+    import dataclasses
+
+    from nlighten_tf.data import synthetic
+
+    if keras_model is None:
+        raise DataError(f"{spec}: synthetic data is synthesised from a model; pass keras_model= (the model to calibrate)")
+    count = parse_spec(spec).count or n
+    if n > count:
+        raise DataError(f"representative_dataset asked for {n} examples but {spec} synthesises {count}; raise N")
+    config = synthesis or synthetic.SynthesisConfig()
+    if seed is not None:
+        config = dataclasses.replace(config, seed=int(seed))
+    images = synthetic.synthesize(keras_model, count, resolve_scheme(preprocessing, model), config).images[:n]
+
+    def generate() -> Iterator[list[np.ndarray]]:
+        for image in images:
+            yield [image[None]]
 
     return generate

@@ -17,7 +17,7 @@ import tensorflow_datasets as tfds
 from nlighten_tf.data.errors import DataError
 
 BUILTIN_SPECS = ("fashion_mnist", "digits", "shapes")
-SPEC_FORMS = "tfds:NAME[:VERSION][/CONFIG], folder:PATH, fashion_mnist, digits, shapes"
+SPEC_FORMS = "tfds:NAME[:VERSION][/CONFIG], folder:PATH, fashion_mnist, digits, shapes, synthetic:bn[:N]"
 
 # Names people use for the validation split; resolved only when the source lacks the name.
 _SPLIT_ALIASES = {"val": "validation", "valid": "validation", "validation": "val", "eval": "validation"}
@@ -30,12 +30,13 @@ _TFDS_RE = re.compile(
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    kind: str  # "tfds", "folder", "fashion_mnist", "digits" or "shapes" (detection)
+    kind: str  # "tfds", "folder", "fashion_mnist", "digits", "shapes" (detection) or "synthetic"
     text: str  # as the user wrote it
     name: str | None = None  # TFDS builder name
     config: str | None = None
     version: str | None = None
     path: str | None = None  # folder root
+    count: int | None = None  # synthetic:bn:N images
 
     @property
     def tfds_name(self) -> str:
@@ -55,6 +56,10 @@ def parse_spec(spec: str) -> Spec:
     if text in BUILTIN_SPECS:
         return Spec(kind=text, text=text)
     kind, sep, rest = text.partition(":")
+    if sep and kind == "synthetic":
+        from nlighten_tf.data import synthetic
+
+        return Spec(kind="synthetic", text=text, count=synthetic.parse(text))
     if sep and kind == "folder":
         if not rest:
             raise DataError("dataset spec 'folder:' has no path; write folder:/path/to/images")
