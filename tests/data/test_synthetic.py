@@ -62,3 +62,24 @@ def test_spec_parsing_and_errors(digits_keras):
     plain = tf_keras.Model(inputs, tf_keras.layers.Dense(3)(tf_keras.layers.Flatten()(inputs)), name="plain")
     with pytest.raises(DataError, match="has no BatchNormalization layers"):
         data.representative_dataset("synthetic:bn", 8, image_size=32, keras_model=plain)
+
+
+def test_data_free_distillation_improves_a_pruned_student(synthesized, digits_keras, digits_test_arrays):
+    from nlighten_tf.optimize import data_free, distill, training
+
+    student = tf_keras.models.clone_model(digits_keras)
+    student.set_weights(digits_keras.get_weights())
+    artifacts.prune(student, 0.8)
+    images, truth = digits_test_arrays
+
+    def accuracy(model):
+        return float(np.mean(np.argmax(model.predict(images, verbose=0), -1) == truth))
+
+    pruned = accuracy(student)
+    result = data_free.distill(
+        student, digits_keras, distill.DistillConfig(), training.TrainConfig(epochs=10, learning_rate=3e-4, verbose=0),
+        images=synthesized.images,
+    )  # fmt: skip
+    # Measured on the 360 test digits (teacher 94.4%): the 80%-pruned student 43.9% with no
+    # fine-tuning, 63.6% and 61.9% after 10 epochs on the 64 synthetic images of seeds 0 and 1.
+    assert accuracy(result.model) >= pruned + 0.08, (pruned, accuracy(result.model))
