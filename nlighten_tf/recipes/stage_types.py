@@ -225,6 +225,12 @@ EVALUATE = Key("evaluate", bool, True, "top-1/top-5 of each file through the int
 RUNTIME = Key("runtime", str, "auto", "the TFLite interpreter package: auto (the first installed), ai_edge_litert, "
               "tflite_runtime or tensorflow")
 IO_TYPES = ("int8", "uint8")
+# Data-free compression (data/synthetic.py, docs/optimize.md "Data-free compression").
+CALIBRATION = Key("calibration", str, "data", "what full-integer targets calibrate on: `data` (the recipe's "
+                  "training data) or `synthetic:bn` (images synthesised from the model's BatchNorm statistics)",
+                  ("data", "synthetic:bn"))  # fmt: skip
+SYNTHETIC_IMAGES = Key("synthetic_images", int, 0, "distil on this many images synthesised from the teacher's "
+                       "BatchNorm statistics, teacher logits only (0: on the recipe's data)")  # fmt: skip
 
 
 def _channel_prune_kwargs(config: Any, verbose: int) -> dict[str, Any]:
@@ -273,7 +279,8 @@ register(StageType(
     "distill", "knowledge distillation: the current model is the student of `teacher`", _STAGES + "run_distill",
     technique=distill.DistillConfig, training={},
     own_keys=(Key("teacher", TeacherSpec, TeacherSpec(), "{`name` (registry) + `options`, `weights`, `epochs` (0: use "
-                  "as is; > 0: train the teacher first on the data), `learning_rate`} or {`path`: a saved Keras model}"),),
+                  "as is; > 0: train the teacher first on the data), `learning_rate`} or {`path`: a saved Keras model}"),
+              SYNTHETIC_IMAGES),
     describe=("epochs", "learning_rate", "alpha", "temperature"),
 ))  # fmt: skip
 register(StageType(
@@ -328,7 +335,7 @@ register(StageType(
         CALIBRATION_SAMPLES,
         Key("io_type", str | None, None, "overrides int8 I/O of full-integer targets, not the `*_float_io` ones "
             "(null: each target's own; the edgetpu target's is uint8)", IO_TYPES),
-        EVALUATE, RUNTIME,
+        EVALUATE, RUNTIME, CALIBRATION,
     ),
     describe=("targets",),
 ))  # fmt: skip

@@ -155,6 +155,16 @@ def run_distill(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     from nlighten_tf.optimize import distill
 
     teacher, teacher_info = _teacher(stage, ctx, workdir)
+    if stage.config.synthetic_images:
+        from nlighten_tf.optimize import data_free
+
+        result = data_free.distill(
+            ctx.model, teacher, stage.technique(), stage.train_config(ctx.verbose),
+            count=stage.config.synthetic_images, scheme=ctx.scheme, callbacks=ctx.callbacks(workdir),
+            strategy=ctx.strategy, prepare=ctx.prepare(), log=ctx.log,
+        )  # fmt: skip
+        teacher_info["synthetic_images"] = stage.config.synthetic_images
+        return Outcome(result.model, {"teacher": teacher_info, "history": last_values(result.history)})
     result = distill.distill(
         ctx.model, teacher, ctx.train, stage.technique(), stage.train_config(ctx.verbose),
         callbacks=ctx.callbacks(workdir), strategy=ctx.strategy, prepare=ctx.prepare(),
@@ -272,9 +282,11 @@ def file_weight_stats(path: Path) -> dict[str, Any]:
     }
 
 
-def _calibration(ctx: Context, samples: int):
+def _calibration(ctx: Context, samples: int, source: str = "data"):
     from nlighten_tf.export import tflite
 
+    if source != "data":  # synthetic:bn, from the current model (data/synthetic.py)
+        return tflite.calibration_data(source, samples, ctx.image_size, preprocessing=ctx.scheme, keras_model=ctx.model)
     return tflite.calibration_data(
         ctx.recipe.data.spec, samples, ctx.image_size, preprocessing=ctx.scheme, data_dir=ctx.recipe.data.data_dir,
         split=ctx.task.calibration_split(ctx.recipe),
@@ -328,7 +340,7 @@ def run_export(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     # Also for QAT models: their learnt ranges win, but TF 2.21's converter still refuses a
     # full-integer conversion without a representative dataset for some QAT graphs (PCQAT).
     if any(targets.get_target(t).needs_calibration for t in config.targets):
-        calibration = _calibration(ctx, config.calibration_samples)
+        calibration = _calibration(ctx, config.calibration_samples, config.calibration)
     exports = []
     for name in config.targets:
         target = targets.get_target(name)

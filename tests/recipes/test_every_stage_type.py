@@ -1,6 +1,6 @@
 """The stage types the quickstart does not use, run through tools/optimize.py on digits at tiny
 size: distill (with its teacher trained first), lowrank, lottery (keep: best), export and
-benchmark. (train, channel_prune, prune, cluster, PCQAT, export and benchmark run in
+benchmark; the distill stage and the export's calibration run data-free (synthetic:bn). (train, channel_prune, prune, cluster, PCQAT, export and benchmark run in
 tests/tools/test_quickstart_end_to_end.py; transfer in tests/recipes/test_transfer_recipe.py;
 edgetpu and detector stages in tests/tools/test_optimize_tool.py and test_detection_recipe.py.)"""
 
@@ -22,11 +22,12 @@ model:
 data: {spec: digits, image_size: 32, batch_size: 16, train_limit: 640, eval_limit: 120}
 stages:
   - train: {epochs: 2, learning_rate: 3e-3}
-  - distill: {epochs: 0.5, learning_rate: 1e-3, teacher: {name: efficientnet_lite0, epochs: 1, learning_rate: 3e-3,
+  - distill: {epochs: 0.5, learning_rate: 1e-3, synthetic_images: 32,
+              teacher: {name: efficientnet_lite0, epochs: 1, learning_rate: 3e-3,
               options: {width_coefficient: 0.5, depth_coefficient: 0.34, head_filters: 128}}}
   - lowrank: {energy: 0.9, policy: conv1x1, epochs: 0.25}
   - lottery: {rounds: 1, epochs: 0.5, learning_rate: 1e-3, keep: best}
-  - export: {targets: [int8], calibration_samples: 16}
+  - export: {targets: [int8], calibration_samples: 16, calibration: synthetic:bn}
   - benchmark: {runs: 3, warmup: 1}
 """
 
@@ -35,7 +36,8 @@ stages:
 def test_distill_lowrank_lottery_export_benchmark_through_the_runner(tmp_path):
     recipe = tmp_path / "every_stage.yaml"
     recipe.write_text(RECIPE)
-    result = run_tool("tools/optimize.py", f"--recipe={recipe}", f"--output_dir={tmp_path}", timeout=1200)
+    result = run_tool("tools/optimize.py", f"--recipe={recipe}", f"--output_dir={tmp_path}", timeout=1200,
+                      env={"NLIGHTEN_TF_HOME": str(tmp_path / "home")})  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "every_stage"
 
@@ -46,6 +48,12 @@ def test_distill_lowrank_lottery_export_benchmark_through_the_runner(tmp_path):
     assert distilled["teacher"]["source"] == "efficientnet_lite0" and (run / "02-distill" / "teacher.h5").exists()
     assert "training the teacher efficientnet_lite0 for 1 epochs" in result.stdout
     assert distilled["history"]["distill_kl"] >= 0
+    # Data-free: 32 images for the distillation, 16 for calibration, synthesised from the teacher
+    # and from the model being exported.
+    assert distilled["teacher"]["synthetic_images"] == 32
+    reports = [json.loads(p.read_text()) for p in (tmp_path / "home" / "synthetic").glob("*/report.json")]
+    assert sorted(r["settings"]["count"] for r in reports) == [16, 32]
+    assert all(r["error_after"] < r["error_before"] for r in reports), reports
 
     lowrank = metrics("03-lowrank")
     assert lowrank["params_after"] < lowrank["params_before"] == distilled["params"]
