@@ -4,6 +4,7 @@ the markdown/JSON output conventions."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,11 @@ from tf_keras import layers
 
 from nlighten_tf import io as atomic
 from nlighten_tf.optimize.selection import is_pointwise_conv
+
+# A script run as `python benchmarks/x.py` has benchmarks/ first on sys.path, where
+# compression.py shadows the `compression` module tifffile (under scikit-image's photos, the
+# reference images) imports: take the folder off the path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
 def is_prunable(layer: layers.Layer) -> bool:

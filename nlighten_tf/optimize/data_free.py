@@ -18,6 +18,7 @@ import tf_keras
 
 from nlighten_tf.data import synthetic
 from nlighten_tf.optimize import distill as distill_lib
+from nlighten_tf.optimize import prune as prune_lib
 from nlighten_tf.optimize import training
 
 
@@ -64,3 +65,28 @@ def distill(
         student, teacher, train, dataclasses.replace(config, alpha=0.0), train_config,
         callbacks=callbacks, strategy=strategy, prepare=prepare,
     )  # fmt: skip
+
+
+def prune(
+    model: tf_keras.Model,
+    config: prune_lib.PruneConfig,
+    train_config: training.TrainConfig,
+    images: np.ndarray,
+    distill_config: distill_lib.DistillConfig | None = None,
+    batch_size: int = 32,
+) -> tf_keras.Model:
+    """Magnitude pruning (TFMOT, `config`'s schedule) of a copy of `model` while it is distilled
+    from the unpruned `model` on synthetic `images`: the data-free counterpart of the prune
+    stage. Returns the stripped student (zeros kept in the kernels)."""
+    import tensorflow_model_optimization as tfmot
+
+    from nlighten_tf.keras_utils import copy_model
+
+    # The schedule needs the number of batches a pass over the images takes, nothing else.
+    fit_steps = training.count_fit_steps(train_config, tf.data.Dataset.range(len(images)).batch(batch_size))
+    result = distill(
+        copy_model(model), model, distill_config or distill_lib.DistillConfig(), train_config, images=images,
+        batch_size=batch_size, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+        prepare=lambda student: prune_lib.apply_pruning(student, config, fit_steps), log=None,
+    )  # fmt: skip
+    return prune_lib.strip(result.model)
