@@ -35,7 +35,8 @@ from nlighten_tf.render import markdown_table  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "efficientnet_lite0", "Zoo model.")
-flags.DEFINE_string("weights", "imagenet", "Weights id.")
+flags.DEFINE_string("weights", "imagenet", "Weights id (empty: random initialisation, for smoke tests).")
+flags.DEFINE_integer("input_size", 224, "Input resolution.")
 flags.DEFINE_integer("calibration_samples", 64, "Calibration images for every int8 file (synthetic and real).")
 flags.DEFINE_integer("steps", 200, "Synthesis steps per batch.")
 flags.DEFINE_float("learning_rate", 0.05, "Synthesis learning rate (fraction of the input half-range).")
@@ -58,7 +59,7 @@ def main(argv: list[str]) -> int:
     del argv
     start = time.time()
     scheme = data.resolve_scheme(model=FLAGS.model)
-    model = models.build(FLAGS.model, weights=FLAGS.weights)
+    model = models.build(FLAGS.model, input_shape=(FLAGS.input_size, FLAGS.input_size, 3), weights=FLAGS.weights or None)
     size = int(model.inputs[0].shape[1])
     refs = reference_images.load(per_set=FLAGS.per_set)
     crops_per_photo = sum(len(p) ** 2 for _, p in reference_images.CROPS) * 2

@@ -34,7 +34,8 @@ from nlighten_tf.render import markdown_table  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "efficientnet_lite0", "Zoo model.")
-flags.DEFINE_string("weights", "imagenet", "Weights id.")
+flags.DEFINE_string("weights", "imagenet", "Weights id (empty: random initialisation, for smoke tests).")
+flags.DEFINE_integer("input_size", 224, "Input resolution.")
 flags.DEFINE_list("sparsities", ["0.5", "0.75"], "Target fractions of zeros per kernel.")
 flags.DEFINE_integer("synthetic_images", 32, "Synthetic images (distillation and int8 calibration).")
 flags.DEFINE_integer("steps", 150, "Synthesis steps per batch.")
@@ -49,7 +50,7 @@ def main(argv: list[str]) -> int:
     del argv
     start = time.time()
     scheme = data.resolve_scheme(model=FLAGS.model)
-    dense = models.build(FLAGS.model, weights=FLAGS.weights)
+    dense = models.build(FLAGS.model, input_shape=(FLAGS.input_size, FLAGS.input_size, 3), weights=FLAGS.weights or None)
     size = int(dense.inputs[0].shape[1])
     references = reference_images.load(per_set=FLAGS.per_set)
     inputs = references.preprocessed(size, scheme)

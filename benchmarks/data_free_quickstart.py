@@ -41,13 +41,16 @@ flags.DEFINE_float("keep_params", 0.6, "Channel pruning: fraction of parameters 
 flags.DEFINE_float("real_epochs", 1.0, "Fine-tuning epochs on the real training images.")
 flags.DEFINE_float("distill_epochs", 10.0, "Distillation epochs over the synthetic images.")
 flags.DEFINE_float("learning_rate", 3e-4, "Fine-tuning / distillation learning rate.")
+flags.DEFINE_integer("test_examples", None, "Only the first N test images (default: all 10,000).")
+flags.DEFINE_integer("train_examples", None, "Only the first N training images for the real fine-tune (default: all).")
 flags.DEFINE_string("output_dir", "benchmarks/results", "Where data_free_quickstart.json / .md go.")
 SPEC, SIZE, SCHEME = "fashion_mnist", 32, "lite"
 GOAL_POINTS = 1.0  # issue 20: data-free int8 within 1 point of real-data int8 on test
 
 
 def test_arrays() -> tuple[np.ndarray, np.ndarray]:
-    dataset, _ = data.load(SPEC, "test", image_size=SIZE, batch_size=500, preprocessing=SCHEME)
+    dataset, _ = data.load(SPEC, "test", image_size=SIZE, batch_size=500, preprocessing=SCHEME,
+                           limit=FLAGS.test_examples)  # fmt: skip
     images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in dataset], strict=True)
     return np.concatenate(images), np.concatenate(labels)
 
@@ -98,7 +101,8 @@ def main(argv: list[str]) -> int:
                  "test accuracy": accuracy(pruned.predict(images, batch_size=500, verbose=0), labels)})  # fmt: skip
 
     print("fine-tuning the pruned student on real labelled data ...", flush=True)
-    train, info = data.load(SPEC, "train", image_size=SIZE, batch_size=128, preprocessing=SCHEME)
+    train, info = data.load(SPEC, "train", image_size=SIZE, batch_size=128, preprocessing=SCHEME,
+                            limit=FLAGS.train_examples)  # fmt: skip
     real_student = copy_model(pruned)
     tuned, _ = training.fit(real_student, train, training.TrainConfig(epochs=FLAGS.real_epochs,
                             learning_rate=FLAGS.learning_rate, verbose=0))  # fmt: skip

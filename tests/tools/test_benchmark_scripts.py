@@ -62,3 +62,21 @@ def test_transfer_pruned_script(tmp_path, imagenet_home):
                f"--output_dir={tmp_path}", env=imagenet_home)  # fmt: skip
     payload = results(tmp_path, "transfer_pruned")
     assert "0.5" in json.dumps(payload)
+
+
+@pytest.mark.slow
+def test_data_free_scripts(tmp_path, tmp_path_factory):
+    from tests.export import artifacts
+
+    home = {weights.HOME_ENV: str(tmp_path / "home")}
+    tiny = ["--model=mobilenet_v2", "--weights=", "--input_size=32", "--steps=2", "--per_set=2"]
+    run_script("data_free.py", *tiny, "--calibration_samples=4", f"--output_dir={tmp_path}", env=home)
+    assert len(results(tmp_path, "data_free")["rows"]) == 4
+    run_script("data_free_pruned.py", *tiny, "--synthetic_images=4", "--sparsities=0.5", "--epochs=2",
+               f"--output_dir={tmp_path}", env=home)  # fmt: skip
+    assert len(results(tmp_path, "data_free_pruned")["rows"]) == 3
+    run_script("data_free_quickstart.py", f"--keras_model={artifacts.digits_model(tmp_path_factory)}",
+               "--calibration_samples=4", "--synthetic_images=4", "--steps=2", "--test_examples=200",
+               "--train_examples=256",
+               "--distill_epochs=1", f"--output_dir={tmp_path}", env=home)  # fmt: skip
+    assert len(results(tmp_path, "data_free_quickstart")["rows"]) == 6
