@@ -30,6 +30,7 @@ from benchmarks import common  # noqa: E402
 from nlighten_tf import data, models  # noqa: E402
 from nlighten_tf.bench import fidelity  # noqa: E402
 from nlighten_tf.data import reference_images, synthetic  # noqa: E402
+from nlighten_tf.data.pipeline import representative_arrays  # noqa: E402
 from nlighten_tf.export import tflite  # noqa: E402
 from nlighten_tf.render import markdown_table  # noqa: E402
 
@@ -44,14 +45,6 @@ flags.DEFINE_integer("real_photos", 6, "The last N scikit-image photos give the 
 flags.DEFINE_integer("per_set", 200, "Upscaled digits and Fashion-MNIST images in the evaluation set.")
 flags.DEFINE_string("output_dir", "benchmarks/results", "Where data_free.json / .md go.")
 GOAL_POINTS = 0.5  # issue 20: synthetic calibration within 0.5 points of real-image calibration (agreement)
-
-
-def from_images(images: np.ndarray):
-    def generate():
-        for image in images:
-            yield [image[None].astype(np.float32)]
-
-    return generate
 
 
 def main(argv: list[str]) -> int:
@@ -80,9 +73,9 @@ def main(argv: list[str]) -> int:
     noise = synthetic.synthesize(model, FLAGS.calibration_samples, scheme, noise_config, cache=False, log=None)
     digits = tflite.calibration_data("digits", FLAGS.calibration_samples, size, preprocessing=scheme)
     calibrations = {
-        "real photos (held-out photos)": from_images(real),
-        "synthetic:bn": from_images(synthesized.images),
-        "noise (synthesis start)": from_images(noise.images),
+        "real photos (held-out photos)": representative_arrays(real),
+        "synthetic:bn": representative_arrays(synthesized.images),
+        "noise (synthesis start)": representative_arrays(noise.images),
         "digits (upscaled)": digits,
     }
     rows = []

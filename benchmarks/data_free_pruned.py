@@ -27,6 +27,7 @@ from benchmarks import common  # noqa: E402
 from nlighten_tf import data, models  # noqa: E402
 from nlighten_tf.bench import fidelity  # noqa: E402
 from nlighten_tf.data import reference_images, synthetic  # noqa: E402
+from nlighten_tf.data.pipeline import representative_arrays  # noqa: E402
 from nlighten_tf.export import tflite  # noqa: E402
 from nlighten_tf.keras_utils import copy_model  # noqa: E402
 from nlighten_tf.optimize import data_free, prune, training  # noqa: E402
@@ -56,11 +57,7 @@ def main(argv: list[str]) -> int:
     inputs = references.preprocessed(size, scheme)
     config = synthetic.SynthesisConfig(steps=FLAGS.steps, learning_rate=0.05)
     images = synthetic.synthesize(dense, FLAGS.synthetic_images, scheme, config).images
-
-    def calibration():
-        for image in images:
-            yield [image[None]]
-
+    calibration = representative_arrays(images)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.tflite"

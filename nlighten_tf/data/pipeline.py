@@ -263,6 +263,13 @@ def _synthetic_representative(
     if seed is not None:
         config = dataclasses.replace(config, seed=int(seed))
     images = synthetic.synthesize(keras_model, count, resolve_scheme(preprocessing, model), config).images[:n]
+    return representative_arrays(images)
+
+
+def representative_arrays(images: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """`representative_dataset`'s generator function over model inputs already in memory
+    (N, H, W, C), one float32 example per yield."""
+    images = np.asarray(images, np.float32)
 
     def generate() -> Iterator[list[np.ndarray]]:
         for image in images:
