@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from nlighten_tf.errors import NlightenError
+from nlighten_tf.optimize.fields import documented
 
 QUANTIZERS = ("auto", "converter", "litert")
 _SIGNATURE = "serving_default"
@@ -46,12 +47,15 @@ class QuantizerError(NlightenError, ValueError):
 class MixedConfig:
     """The `mixed` target's goal: the fewest promotions whose held-out outputs meet it."""
 
-    min_agreement: float = 0.995  # top-1 agreement with the float32 file on held-out data
-    min_snr_db: float | None = None  # output SNR against the float32 file, dB (None: not checked)
-    max_size_ratio: float | None = None  # size budget as a fraction of the float32 file (None: no budget)
-    promote_to: str = "int16"  # "int16": a16w8 for the promoted ops; "float": leave them float
-    held_out_fraction: float = 0.25  # of the representative examples, when no held-out data is given
-    scan_examples: int = 16  # calibration examples the sensitivity scan runs
+    min_agreement: float = documented(0.995, "mixed target: top-1 agreement with the float32 file on held-out examples")
+    min_snr_db: float | None = documented(None, "mixed target: output SNR (dB) against the float32 file (null: not checked)")
+    max_size_ratio: float | None = documented(
+        None, "mixed size budget as a fraction of the float32 file (null: none); promotion stops at it")
+    promote_to: str = documented("int16", "what mixed promotes its most sensitive ops to: int16 activations (a16w8) "
+                                 "or float", choices=PROMOTIONS)  # fmt: skip
+    held_out_fraction: float = documented(
+        0.25, "mixed: the fraction of the calibration examples held out to check the target (never calibrated on)")
+    scan_examples: int = documented(16, "mixed: calibration examples the one-pass sensitivity scan runs")
 
     def __post_init__(self) -> None:
         if self.promote_to not in PROMOTIONS:
@@ -65,6 +69,7 @@ class Quantized:
     flatbuffer: bytes
     notes: list[str]
     report: dict[str, Any] | None  # the mixed target's choice (per-op sensitivity, precision, steps)
+    step_files: list[bytes] = dataclasses.field(default_factory=list)  # mixed: each step's file, for benchmarks
 
 
 def version() -> str:
@@ -286,7 +291,7 @@ def _mixed(
     reference = fidelity.tflite_outputs(float_tflite, held_out)
     budget = None if config.max_size_ratio is None else config.max_size_ratio * len(float_tflite)
     counts = sorted({0, *[min(2**i, len(ops)) for i in range(len(ops).bit_length() + 1)]})
-    steps, chosen = [], None
+    steps, step_files, chosen = [], [], None
     for promoted_count in counts:
         promoted = {row["scope"]: config.promote_to for row in ops[:promoted_count]}
         flatbuffer = int8 if not promoted else _run(float_tflite, _recipe("mixed", promoted), calibration)
@@ -295,6 +300,7 @@ def _mixed(
         met = within_budget and scores["top1_agreement"] >= config.min_agreement and (
             config.min_snr_db is None or scores["snr_db"] >= config.min_snr_db
         )
+        step_files.append(flatbuffer)
         steps.append({"promoted": promoted_count, "size_bytes": len(flatbuffer), "top1_agreement": scores["top1_agreement"],
                       "snr_db": scores["snr_db"], "within_budget": within_budget, "meets_target": met})  # fmt: skip
         log(f"  mixed: {promoted_count} ops {config.promote_to}: {len(flatbuffer):,} bytes, agreement "
@@ -319,7 +325,7 @@ def _mixed(
         "float_bytes": len(float_tflite), "calibration_examples": len(samples), "held_out_examples": int(len(held_out)),
         "scan_seconds": scan_seconds,
     }  # fmt: skip
-    return Quantized(flatbuffer, notes, report)
+    return Quantized(flatbuffer, notes, report, step_files)
 
 
 def convert_model(
