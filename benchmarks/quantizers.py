@@ -28,7 +28,9 @@ from typing import Any
 
 from absl import app, flags, logging
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The repository instead of benchmarks/ first on the path: scikit-image's tifffile (reference
+# images) imports a module named `compression`, which benchmarks/compression.py would shadow.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np  # noqa: E402
 
@@ -47,9 +49,10 @@ flags.DEFINE_string("quickstart_model", "runs/quickstart/01-train/model.h5", "Th
 flags.DEFINE_integer("calibration", 200, "Calibration examples (both backends, the same ones).")
 flags.DEFINE_integer("select", 300, "Held-out examples mixed checks its target on (quickstart: validation images).")
 flags.DEFINE_integer("test", 5000, "Quickstart test images the accuracies are measured on.")
-flags.DEFINE_integer("lite0_select", 100, "Lite0: even-numbered photo crops mixed checks its target on.")
-flags.DEFINE_integer("lite0_eval", 200, "Lite0: odd-numbered photo crops the figures are measured on.")
+flags.DEFINE_integer("lite0_select", 200, "Lite0: even-numbered photo crops mixed checks its target on.")
+flags.DEFINE_integer("lite0_eval", 252, "Lite0: odd-numbered photo crops the figures are measured on.")
 flags.DEFINE_integer("lite0_calibration", 100, "Lite0: upscaled digits + Fashion-MNIST calibration images.")
+flags.DEFINE_integer("lite0_scan_examples", 8, "Lite0: calibration images each op's sensitivity is measured on.")
 flags.DEFINE_float("lite0_min_agreement", 0.995, "Lite0 mixed target: top-1 agreement on the selection photos.")
 flags.DEFINE_float("quickstart_min_agreement", 0.998, "Quickstart mixed target: agreement on validation images.")
 flags.DEFINE_float("quickstart_min_snr_db", 31.0, "Quickstart mixed target: logit SNR on validation images.")
@@ -97,7 +100,8 @@ def _inputs(case: str) -> dict[str, Any]:
     what = (f"ImageNet Lite0 on reference images: calibration {len(upscaled)} upscaled digits + Fashion-MNIST, "
             f"mixed target on {len(select)} even photo crops, figures on {len(evaluate)} odd photo crops")  # fmt: skip
     return {"model": model, "calibration": upscaled, "select": select, "eval": evaluate, "labels": None,
-            "mixed": litert_backend.MixedConfig(min_agreement=FLAGS.lite0_min_agreement), "what": what}  # fmt: skip
+            "mixed": litert_backend.MixedConfig(min_agreement=FLAGS.lite0_min_agreement, scan_examples=FLAGS.lite0_scan_examples),
+            "what": what}  # fmt: skip
 
 
 def _score(row: dict[str, Any], reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray | None) -> None:
@@ -191,7 +195,7 @@ def _markdown(results: list[dict[str, Any]]) -> str:
         lines += [f"Mixed: {mixed['promoted']} of {len(mixed['ops'])} ops promoted to {mixed['config']['promote_to']}; "
                   f"target {'met' if mixed['met'] else 'NOT met'} on {mixed['held_out_examples']} held-out examples "
                   f"(sensitivity scan {mixed['scan_seconds']:.0f} s). Most sensitive ops:", ""]  # fmt: skip
-        top = [{"op": o["op"][-60:], "type": o["type"], "added_nsr": o["added_nsr"], "output_snr_db": o["output_snr_db"],
+        top = [{"op": o["op"][-60:], "type": o["type"], "output_nsr": o["output_nsr"], "output_snr_db": o["output_snr_db"],
                 "precision": o["precision"]} for o in mixed["ops"][:10]]  # fmt: skip
         lines += [markdown_table(top), ""]
     return "\n".join(lines)

@@ -13,11 +13,12 @@ INPUT/OUTPUT left float, QUANTIZE/DEQUANTIZE at the ends (`int8_float_io`); int1
 XNNPACK and the builtin kernels). It does not write sparse (DENSIFY) weights, uint8 I/O or QAT
 ranges: those targets stay on the converter.
 
-Mixed precision: all ops int8, then a single scan measures each op's sensitivity, the noise it
-adds (the quantizer's per-tensor SNR of the all-int8 model against float: the op's output
-noise-to-signal ratio minus its worst input's); the most sensitive ops are promoted to int16
-activations (or float) in doubling groups (1, 2, 4, ... ops: log2(ops) + 2 quantizations, not
-one per op) until held-out data, never used for calibration or the scan, meets the target.
+Mixed precision: each op's sensitivity is measured once, with that op alone quantized to int8
+(the rest float, the same calibration ranges): the noise it puts into the model's outputs against
+the float file's, on a few calibration examples (one small quantization per op). Then, from the
+all-int8 file, the most sensitive ops are promoted to int16 activations (or float) in doubling
+groups (1, 2, 4, ... ops: log2(ops) + 2 more quantizations) until held-out data, never used for
+calibration or the scan, meets the target (or the size budget stops it).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class MixedConfig:
                                  "or float", choices=PROMOTIONS)  # fmt: skip
     held_out_fraction: float = documented(
         0.25, "mixed: the fraction of the calibration examples held out to check the target (never calibrated on)")
-    scan_examples: int = documented(16, "mixed: calibration examples the one-pass sensitivity scan runs")
+    scan_examples: int = documented(16, "mixed: calibration examples the per-op sensitivity scan runs")
 
     def __post_init__(self) -> None:
         if self.promote_to not in PROMOTIONS:
@@ -129,7 +130,7 @@ def _note(target: Any) -> str:
 
 
 def _recipe(target_name: str, promoted: dict[str, str] | None = None) -> Any:
-    """A `RecipeManager` for a target; `promoted` maps op scopes to "int16"/"float" (mixed)."""
+    """A `RecipeManager` for a target; `promoted` maps op scopes to "int8"/"int16"/"float" (mixed)."""
     from litert_quantizer import qtyping, recipe_manager
 
     ops = qtyping.TFLOperationName
@@ -137,15 +138,15 @@ def _recipe(target_name: str, promoted: dict[str, str] | None = None) -> Any:
     if target_name == "int4_weights":
         manager.add_weight_only_config(".*", ops.ALL_SUPPORTED, 4)
         return manager
-    activation_bits = 16 if target_name == "int16x8" else 8
-    manager.add_static_config(".*", ops.ALL_SUPPORTED, activation_bits, 8)
+    if target_name != "float":  # "float": only the ops in `promoted` are quantized (the sensitivity scan)
+        manager.add_static_config(".*", ops.ALL_SUPPORTED, 16 if target_name == "int16x8" else 8, 8)
     for scope, precision in (promoted or {}).items():
         # Later configs win for the ops their regex matches: the promoted ops' own precision.
         regex = "^" + re.escape(scope) + "$"
-        if precision == "int16":
-            manager.add_static_config(regex, ops.ALL_SUPPORTED, 16, 8)
-        else:
+        if precision == "float":
             manager.add_quantization_config(regex, ops.ALL_SUPPORTED, algorithm_key="no_quantize")
+        else:
+            manager.add_static_config(regex, ops.ALL_SUPPORTED, 16 if precision == "int16" else 8, 8)
     if target_name != "int8":
         # Float model I/O: QUANTIZE/DEQUANTIZE at the ends (what MediaPipe Tasks loads).
         for end in (ops.INPUT, ops.OUTPUT):
@@ -236,35 +237,27 @@ def op_scopes(tflite: bytes) -> list[tuple[str, str]]:
 
 
 def sensitivity(
-    float_tflite: bytes, int8_tflite: bytes, samples: list[list[np.ndarray]], inputs: list[str]
+    float_tflite: bytes, calibration: Any, scan_inputs: np.ndarray, log: Callable[[str], None] = print
 ) -> list[dict[str, Any]]:
-    """Each op's added noise in the all-int8 file: its output's noise-to-signal ratio against
-    the float file minus the worst of its activation inputs' (the quantizer's per-tensor SNR,
-    one validation pass), in decreasing order."""
-    from litert_quantizer import quantizer
+    """Each op's own contribution to the output error, most sensitive first: the op alone
+    quantized to int8 (the rest float, the same calibration ranges), the noise-to-signal ratio
+    of the model's outputs against the float file's on `scan_inputs`. One small quantization
+    per op; ops the quantizer leaves float (their file is the float file) score 0."""
+    from nlighten_tf.bench import fidelity
 
-    from nlighten_tf.litert import flatbuffer as flatbuffer_lib
-
-    q = quantizer.Quantizer(float_tflite, previous_quantized_model=int8_tflite)
-    data = {_SIGNATURE: [dict(zip(inputs, example, strict=True)) for example in samples]}
-    result = q.validate(data, error_metrics=[quantizer.ValidationErrorMetric.SNR], use_xnnpack=False, num_threads=2)
-    # The quantizer's "snr" is the linear power ratio mean(float^2) / mean((quantized - float)^2).
-    snr = {name: values.get("snr") for name, values in result.get_all_tensor_results().items()}
-
-    def nsr(name: str) -> float:
-        value = snr.get(name)
-        return 0.0 if value is None or not np.isfinite(value) or value <= 0 else float(1.0 / value)
-
-    graph = flatbuffer_lib.parse(float_tflite)
-    rows = []
-    for (scope, op_type), op in zip(op_scopes(float_tflite), graph.operators, strict=True):
-        outputs = [graph.tensor_name(int(i)) for i in op.outputs if int(i) >= 0]
-        activations = [graph.tensor_name(int(i)) for i in op.inputs if int(i) >= 0 and graph.producer(int(i)) is not None]
-        added = max(nsr(n) for n in outputs) - max([nsr(n) for n in activations] or [0.0])
-        out_snr = min((snr[n] for n in outputs if snr.get(n)), default=None)
-        rows.append({"op": scope.rstrip(";"), "scope": scope, "type": op_type, "added_nsr": max(added, 0.0),
-                     "output_snr_db": None if not out_snr or not np.isfinite(out_snr) else 10 * float(np.log10(out_snr))})  # fmt: skip
-    return sorted(rows, key=lambda row: -row["added_nsr"])
+    reference = fidelity.tflite_outputs(float_tflite, scan_inputs)
+    rows, last_report = [], time.monotonic()
+    scopes = op_scopes(float_tflite)
+    for index, (scope, op_type) in enumerate(scopes):
+        flatbuffer = _run(float_tflite, _recipe("float", {scope: "int8"}), calibration)
+        snr = fidelity.compare(reference, fidelity.tflite_outputs(flatbuffer, scan_inputs))["snr_db"]
+        nsr = 0.0 if not np.isfinite(snr) else float(10.0 ** (-snr / 10.0))
+        rows.append({"op": scope.rstrip(";"), "scope": scope, "type": op_type, "output_nsr": nsr,
+                     "output_snr_db": float(snr) if np.isfinite(snr) else None})  # fmt: skip
+        if time.monotonic() - last_report > 30:
+            log(f"  mixed: {index + 1}/{len(scopes)} ops scanned")
+            last_report = time.monotonic()
+    return sorted(rows, key=lambda row: -row["output_nsr"])
 
 
 def _mixed(
@@ -285,8 +278,9 @@ def _mixed(
     start = time.monotonic()
     calibration = _calibrate(float_tflite, _recipe("mixed"), samples, inputs)
     int8 = _run(float_tflite, _recipe("mixed"), calibration)
-    log(f"  mixed: scanning op sensitivity on {min(len(samples), config.scan_examples)} calibration examples ...")
-    ops = sensitivity(float_tflite, int8, samples[: config.scan_examples], inputs)
+    scan_inputs = np.concatenate([example[0] for example in samples[: config.scan_examples]])
+    log(f"  mixed: scanning each op's sensitivity on {len(scan_inputs)} calibration examples ...")
+    ops = sensitivity(float_tflite, calibration, scan_inputs, log)
     scan_seconds = time.monotonic() - start
     reference = fidelity.tflite_outputs(float_tflite, held_out)
     budget = None if config.max_size_ratio is None else config.max_size_ratio * len(float_tflite)
