@@ -76,6 +76,22 @@ def test_int4_weights_run_on_xnnpack_and_builtin_kernels(setup):
     graph = flatbuffer_lib.parse(flatbuffer)
     assert "int4" in {flatbuffer_lib.dtype_name(t.type) for t in graph.tensors}
     assert len(flatbuffer) < 0.5 * len(setup["fp32"])
+    # The inspector decodes the packed int4 weights as the interpreter does (its DEQUANTIZE outputs).
+    from ai_edge_litert import interpreter as litert
+
+    interpreter = litert.Interpreter(model_content=flatbuffer, experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], setup["images"][:1])
+    interpreter.invoke()
+    dequantizes = [op for op, op_type in zip(graph.operators, graph.op_types, strict=True) if op_type == "DEQUANTIZE"]
+    assert dequantizes
+    for op in dequantizes:
+        source, quantization = int(op.inputs[0]), graph.tensors[int(op.inputs[0])].quantization
+        values = graph.values(source).astype(np.float32)
+        axes = [1] * values.ndim
+        axes[quantization.quantizedDimension] = -1
+        decoded = (values - np.reshape(quantization.zeroPoint, axes)) * np.reshape(quantization.scale, axes)
+        np.testing.assert_allclose(decoded, interpreter.get_tensor(int(op.outputs[0])), atol=1e-6)
     outputs = [runtime.load(flatbuffer, xnnpack=xnnpack).predict(setup["images"]) for xnnpack in (True, False)]
     # Both paths dequantize the same int4 weights and compute in float: the same outputs.
     assert fidelity.compare(outputs[1], outputs[0])["snr_db"] > 40
