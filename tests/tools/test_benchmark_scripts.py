@@ -62,3 +62,21 @@ def test_transfer_pruned_script(tmp_path, imagenet_home):
                f"--output_dir={tmp_path}", env=imagenet_home)  # fmt: skip
     payload = results(tmp_path, "transfer_pruned")
     assert "0.5" in json.dumps(payload)
+
+
+@pytest.mark.slow
+def test_quantizers_script(tmp_path, tmp_path_factory):
+    from tests.export import artifacts
+
+    # The quickstart case on the session's digits model (any 32 px classifier runs it).
+    model = artifacts.digits_model(tmp_path_factory)
+    run_script("quantizers.py", "--cases=quickstart", f"--quickstart_model={model}", "--calibration=12", "--select=8",
+               "--test=16", "--runs=1", "--quickstart_min_snr_db=1000", f"--output_dir={tmp_path}")  # fmt: skip
+    payload = results(tmp_path, "quantizers")
+    (case,) = payload["results"]
+    names = [row["name"] for row in case["rows"]]
+    assert names[:5] == ["fp32", "converter int8", "litert int8", "litert int16x8", "litert int4_weights"]
+    # An unreachable SNR: every doubling step is measured, up to all ops, and the target is reported missed.
+    assert not case["mixed"]["met"] and case["mixed"]["promoted"] == len(case["mixed"]["ops"])
+    assert all(row["xnnpack_ms"] > 0 and row["builtin_ms"] > 0 for row in case["rows"])
+    assert (tmp_path / "quantizers.png").stat().st_size > 0
