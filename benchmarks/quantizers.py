@@ -46,7 +46,8 @@ from nlighten_tf.export.targets import get_target  # noqa: E402
 from nlighten_tf.render import markdown_table  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("cases", ["quickstart", "lite0"], "What to measure: quickstart, lite0.")
+flags.DEFINE_list("cases", ["quickstart", "lite0"], "What to measure: quickstart, lite0, quickstart_float (mixed "
+                  "promoting to float).")  # fmt: skip
 flags.DEFINE_string("quickstart_model", "runs/quickstart/01-train/model.h5", "The quickstart recipe's trained float model.")
 flags.DEFINE_integer("calibration", 200, "Calibration examples (both backends, the same ones).")
 flags.DEFINE_integer("select", 300, "Held-out examples mixed checks its target on (quickstart: validation images).")
@@ -82,7 +83,7 @@ def _fashion(split: str, skip: int, count: int, size: int, scheme: str) -> tuple
 
 
 def _inputs(case: str) -> dict[str, Any]:
-    if case == "quickstart":
+    if case in ("quickstart", "quickstart_float"):
         from nlighten_tf.keras_io import load_keras
 
         model, scheme = load_keras(FLAGS.quickstart_model), data.resolve_scheme(None, "efficientnet_lite0")
@@ -90,7 +91,9 @@ def _inputs(case: str) -> dict[str, Any]:
         calibration, _ = _fashion("train", 0, FLAGS.calibration, size, scheme)
         select, _ = _fashion("train", 57000, FLAGS.select, size, scheme)  # the recipe's validation: last 5%
         test, labels = _fashion("test", 0, FLAGS.test, size, scheme)
-        target = litert_backend.MixedConfig(min_agreement=FLAGS.quickstart_min_agreement, min_snr_db=FLAGS.quickstart_min_snr_db)
+        # quickstart_float: the same, mixed promoting its ops to float instead of int16.
+        target = litert_backend.MixedConfig(min_agreement=FLAGS.quickstart_min_agreement, min_snr_db=FLAGS.quickstart_min_snr_db,
+                                            promote_to="float" if case == "quickstart_float" else "int16")  # fmt: skip
         what = (f"Fashion-MNIST: calibration {len(calibration)} training images, mixed target on {len(select)} "
                 f"validation images, accuracy on {len(test)} test images")  # fmt: skip
         return {"model": model, "calibration": calibration, "select": select, "eval": test, "labels": labels,
