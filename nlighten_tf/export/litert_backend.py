@@ -324,16 +324,9 @@ def _mixed(
     return Quantized(flatbuffer, notes, report, step_files)
 
 
-def convert_model(
-    model: Any,
-    target: Any,
-    representative_dataset: Callable[[], Iterator[list[np.ndarray]]] | None,
-    io_type: str | None = None,
-    mixed: MixedConfig | None = None,
-    held_out: np.ndarray | None = None,
-    log: Callable[[str], None] = print,
-) -> Quantized:
-    """Keras model -> float32 flatbuffer (the converter path) -> LiteRT Quantizer."""
+def convert_model(model: Any, target: Any, *args: Any, **kwargs: Any) -> Quantized:
+    """Keras model -> float32 flatbuffer (the converter path) -> `quantize(float32, target,
+    *args, **kwargs)` (representative_dataset, io_type, mixed, held_out, log)."""
     from nlighten_tf.export import tflite
 
     _, strip_notes, qat = tflite.prepare_for_export(model)
@@ -344,6 +337,6 @@ def convert_model(
             "quantizer=converter (or auto)"
         )
     float_tflite, notes = tflite.convert(model, "fp32")
-    result = quantize(float_tflite, target, representative_dataset, io_type, mixed, held_out, log)
+    result = quantize(float_tflite, target, *args, **kwargs)
     result.notes[:0] = notes
     return result

@@ -51,7 +51,7 @@ def test_mixed_target_through_litert_quantizer(tmp_path_factory, tmp_path):
     sidecar = json.loads(path.with_suffix(".json").read_text())
     assert sidecar["quantizer"]["name"] == "litert" and sidecar["mixed_precision"]["held_out_examples"] == 10
     assert sidecar["mixed_precision"]["config"]["min_agreement"] == 0.9
-    assert "mixed: scanning op sensitivity" in result.stdout and "target met" in result.stdout
+    assert "mixed: scanning each op's sensitivity" in result.stdout and "target met" in result.stdout
     assert (tmp_path / "digits_int16x8.tflite").exists()
 
 
