@@ -99,7 +99,6 @@ def test_int4_weights_run_on_xnnpack_and_builtin_kernels(setup):
     assert fidelity.compare(setup["reference"], outputs[0])["top1_agreement"] >= 0.6
 
 
-@pytest.mark.slow  # ~20 s: six small quantizations and their held-out scores
 def test_mixed_promotes_until_its_target_holds_on_held_out_data(setup):
     held_out = setup["images"][:80]
     reference = fidelity.tflite_outputs(setup["fp32"], held_out)
