@@ -4,11 +4,16 @@
       [--keras_model=trained.keras] [--data=digits] [--output_dir=exports]
 
 Targets: fp32, fp32_sparse, float16, dynamic_int8, int8, int8_float_io, int8_sparse, int8_sparse_float_io
-(the smallest file MediaPipe Tasks loads), edgetpu.
+(the smallest file MediaPipe Tasks loads), edgetpu; and from LiteRT Quantizer (--quantizer=litert,
+which also writes int8 and int8_float_io): int16x8, int4_weights, mixed (int8 with the most sensitive
+ops promoted to int16 until --mixed_min_agreement with the float32 file holds on held-out examples).
 Labels come from --data (or --labels=FILE); full-integer targets calibrate on --data's
 training split with the model's own preprocessing. Prints each file's signatures and I/O.
 Without data: --data=synthetic:bn[:N] calibrates on images synthesised from the model's own
 BatchNorm statistics (docs/optimize.md, "Data-free compression"); labels then come from --labels.
+
+  python tools/export.py --model=efficientnet_lite0 --weights=imagenet --data=folder:DIR --labels=FILE \
+      --targets=mixed --quantizer=litert
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ flags.DEFINE_integer("input_size", 224, "Input resolution when building --model.
 flags.DEFINE_string("weights", None, "Weights for --model (e.g. imagenet).")
 flags.DEFINE_string("data", "digits", "Data spec for labels and int8 calibration.")
 # As the recipe export stage declares them.
-stage_types.define_flags(stage_types.get("export").keys, ["targets", "calibration_samples"])
+stage_types.define_flags(stage_types.get("export").keys, ["targets", "calibration_samples", "quantizer"] + [
+    key.name for key in stage_types.EXPORT_QUANTIZER_KEYS if key.name.startswith("mixed_")])  # fmt: skip
 flags.DEFINE_string("preprocessing", None, "Normalisation scheme (default: the model's registry scheme).")
 flags.DEFINE_string("labels", None, "Text file with one label per line (default: the class names of --data).")
 flags.DEFINE_enum("edgetpu_io", TARGETS["edgetpu"].io_type, list(stage_types.IO_TYPES),
@@ -46,8 +52,13 @@ def _fail(message: str) -> int:
 def main(argv: list[str]) -> int:
     logging.set_verbosity(logging.WARNING)  # the converter's SavedModel chatter hides our output
     del argv
+    from nlighten_tf.export import litert_backend
+
     try:
         targets = [get_target(t) for t in FLAGS.targets]
+        for target in targets:
+            litert_backend.resolve(FLAGS.quantizer, target)
+        mixed = stage_types.mixed_config(FLAGS)
     except ValueError as error:
         return _fail(str(error))
     if FLAGS.keras_model and not Path(FLAGS.keras_model).exists():
@@ -96,7 +107,8 @@ def main(argv: list[str]) -> int:
             result = tflite.export(
                 model, path, target.name, representative_dataset=calibration, classifier=classifier,
                 io_type=FLAGS.edgetpu_io if target.name == "edgetpu" else None,
-                extra={"source": FLAGS.keras_model or FLAGS.model, "data": FLAGS.data},
+                extra={"source": FLAGS.keras_model or FLAGS.model, "data": FLAGS.data}, quantizer=FLAGS.quantizer,
+                mixed=mixed,
             )  # fmt: skip
             for note in result.notes:
                 print(f"  note: {note}")

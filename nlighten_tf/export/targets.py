@@ -9,14 +9,20 @@ import dataclasses
 class Target:
     name: str
     description: str
-    quantization: str  # "none", "float16", "dynamic" (weights only) or "full" (weights + activations)
+    quantization: str  # "none", "float16", "dynamic" (weights only), "full" (weights + activations),
+    # "weight_only" (int4 weights, float compute) or "mixed" (per-op precision, export/litert_backend.py)
     io_type: str  # model input/output dtype: "float32", "int8" or "uint8"
     sparse: bool  # converter EXPERIMENTAL_SPARSITY: pruned weights stored sparse, read by DENSIFY
+    # Which quantizers write it, the default ("auto") first: the TF converter and/or LiteRT Quantizer.
+    backends: tuple[str, ...] = ("converter",)
 
     @property
     def needs_calibration(self) -> bool:
-        return self.quantization == "full"
+        return self.quantization in ("full", "mixed")
 
+
+BOTH = ("converter", "litert")
+LITERT = ("litert",)
 
 TARGETS: dict[str, Target] = {
     t.name: t
@@ -25,8 +31,8 @@ TARGETS: dict[str, Target] = {
         Target("fp32_sparse", "float32, pruned weights stored sparse for XNNPACK sparse inference", "none", "float32", True),
         Target("float16", "float16 weights, float32 input/output", "float16", "float32", False),
         Target("dynamic_int8", "dynamic-range: int8 weights, float activations and I/O", "dynamic", "float32", False),
-        Target("int8", "full-integer int8, int8 input/output", "full", "int8", False),
-        Target("int8_float_io", "full-integer int8, float32 input/output", "full", "float32", False),
+        Target("int8", "full-integer int8, int8 input/output", "full", "int8", False, BOTH),
+        Target("int8_float_io", "full-integer int8, float32 input/output", "full", "float32", False, BOTH),
         Target("int8_sparse", "full-integer int8 with weights stored sparse, int8 input/output", "full", "int8", True),
         # The same int8 sparse graph with QUANTIZE/DEQUANTIZE at its ends: the smallest file an
         # Android app can load with MediaPipe Tasks or the Task Library (neither takes int8 input).
@@ -36,6 +42,12 @@ TARGETS: dict[str, Target] = {
         ),
         # The Edge TPU compiler wants every op int8 and no DENSIFY; Coral's examples feed uint8.
         Target("edgetpu", "full-integer int8, dense, uint8 input/output for edgetpu_compiler", "full", "uint8", False),
+        # LiteRT Quantizer only (nlighten_tf/export/litert_backend.py).
+        Target("int16x8", "int16 activations, int8 weights, float32 input/output", "full", "float32", False, LITERT),
+        Target("int4_weights", "int4 weights dequantized at load, float compute and I/O", "weight_only", "float32",
+               False, LITERT),  # fmt: skip
+        Target("mixed", "int8 with the most sensitive ops promoted to int16 activations, float32 input/output",
+               "mixed", "float32", False, LITERT),  # fmt: skip
     )
 }
 

@@ -19,6 +19,7 @@ import tf_keras
 from nlighten_tf import __version__
 from nlighten_tf import io as atomic
 from nlighten_tf.errors import NlightenError
+from nlighten_tf.export import litert_backend
 from nlighten_tf.export import metadata as metadata_lib
 from nlighten_tf.export.targets import Target, get_target
 
@@ -42,6 +43,7 @@ class ExportResult:
     sidecar: Path | None
     notes: list[str]
     summary: str  # signatures and input/output details
+    mixed_precision: dict[str, Any] | None = None  # the mixed target's per-op choice (litert_backend)
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -100,10 +102,16 @@ def convert(
     target: str | Target,
     representative_dataset: RepresentativeDataset | None = None,
     io_type: str | None = None,
+    quantizer: str = "auto",
 ) -> tuple[bytes, list[str]]:
     """Converts to one target: (flatbuffer bytes, notes). `io_type` overrides the target's
-    input/output dtype for full-integer targets ("int8" or "uint8", e.g. for the Edge TPU)."""
+    input/output dtype for full-integer targets ("int8" or "uint8", e.g. for the Edge TPU).
+    `quantizer`: "converter", "litert" (LiteRT Quantizer on the float32 file) or "auto" (the
+    converter where it writes the target)."""
     target = get_target(target) if isinstance(target, str) else target
+    if litert_backend.resolve(quantizer, target) == "litert":
+        quantized = litert_backend.convert_model(model, target, representative_dataset, io_type)
+        return quantized.flatbuffer, quantized.notes
     model, notes, qat = prepare_for_export(model)
     io = io_type or target.io_type
     if io not in _TF_TYPES:
@@ -248,22 +256,37 @@ def export(
     io_type: str | None = None,
     sidecar: bool = True,
     extra: dict[str, Any] | None = None,
+    quantizer: str = "auto",
+    mixed: litert_backend.MixedConfig | None = None,
+    held_out: np.ndarray | None = None,
 ) -> ExportResult:
     """Converts `model` to `target` and writes `path` (and `<path minus .tflite>.json`) atomically.
 
     classifier: labels and normalisation to embed as TFLite metadata + packed labels.txt.
     extra: more JSON-ready facts for the sidecar (source model name, recipe, ...).
+    quantizer: "converter", "litert" or "auto" (`convert`); mixed: the `mixed` target's goal,
+    checked on `held_out` model inputs (default: the last part of the representative examples).
     """
     target_info = get_target(target)
-    flatbuffer, notes = convert(model, target_info, representative_dataset, io_type)
+    backend = litert_backend.resolve(quantizer, target_info)
+    report = None
+    if backend == "litert":
+        quantized = litert_backend.convert_model(model, target_info, representative_dataset, io_type, mixed, held_out)
+        flatbuffer, notes, report = quantized.flatbuffer, quantized.notes, quantized.report
+        quantizer_facts = {"name": "litert", "package": "litert-quantizer", "version": litert_backend.version()}
+    else:
+        flatbuffer, notes = convert(model, target_info, representative_dataset, io_type, quantizer="converter")
+        quantizer_facts = {"name": "converter", "package": "tensorflow", "version": tf.__version__}
     if classifier is not None:
         flatbuffer = metadata_lib.embed(flatbuffer, classifier)
     facts = {
         "target": dataclasses.asdict(target_info), "io_type": io_type or target_info.io_type,
-        "classifier": classifier.as_dict() if classifier else None,
+        "classifier": classifier.as_dict() if classifier else None, "quantizer": quantizer_facts,
     }  # fmt: skip
+    if report is not None:
+        facts["mixed_precision"] = report
     path, summary, sidecar_path = write(path, flatbuffer, facts if sidecar else None, notes, extra)
-    return ExportResult(path, target_info.name, len(flatbuffer), sidecar_path, notes, summary)
+    return ExportResult(path, target_info.name, len(flatbuffer), sidecar_path, notes, summary, report)
 
 
 def write(

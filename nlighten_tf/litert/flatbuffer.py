@@ -162,14 +162,24 @@ class Graph:
         data = self.buffer_bytes(tensor_index)
         if data is None:
             raise ValueError(f"tensor {self.tensor_name(tensor_index)!r} is not a constant")
+        shape = self.shape(tensor_index)
+        if dtype_name(tensor.type) == "int4" and tensor.sparsity is None:
+            return unpack_int4(data.tobytes(), int(np.prod(shape))).reshape(shape)
         dtype = NUMPY_DTYPES.get(dtype_name(tensor.type))
         if dtype is None:
             raise ValueError(f"tensor {self.tensor_name(tensor_index)!r}: unsupported dtype {dtype_name(tensor.type)}")
         stored = np.frombuffer(data.tobytes(), dtype=dtype)
-        shape = self.shape(tensor_index)
         if tensor.sparsity is None:
             return stored.reshape(shape)
         return densify(stored, shape, tensor.sparsity)
+
+
+def unpack_int4(packed: bytes, count: int) -> np.ndarray:
+    """int4 values as TFLite packs them (LiteRT Quantizer's `int4_weights`): two per byte, the
+    first in the low nibble, two's complement."""
+    raw = np.frombuffer(packed, np.uint8)
+    nibbles = np.stack([raw & 0x0F, raw >> 4], axis=-1).reshape(-1)[:count].astype(np.int8)
+    return np.where(nibbles > 7, nibbles - 16, nibbles).astype(np.int8)
 
 
 def _index_vector(vector: Any) -> np.ndarray:

@@ -471,6 +471,7 @@ def _check_stage(source: str, stage: Stage, recipe_data: DataSpec) -> None:
             raise RecipeError(f"{where}: key 'targets': a target is listed twice")
         if config.io_type not in (None, "int8", "uint8"):
             raise RecipeError(f"{where}: key 'io_type': must be int8, uint8 or null, got {config.io_type!r}")
+        _check_quantizer(config, where)
     if stage.type in ("export", "edgetpu") and config.calibration_samples < 1:
         raise RecipeError(f"{where}: key 'calibration_samples': must be >= 1, got {config.calibration_samples}")
     if stage.type == "edgetpu":
@@ -682,3 +683,18 @@ def _check_validation(where: str, spec: DataSpec) -> None:
             f"{spec.train_split!r}: give the validation split itself, e.g. validation: 'train[75%:85%]' "
             f"with train_split: 'train[:75%]'"
         )
+
+
+def _check_quantizer(config: Any, where: str) -> None:
+    """The export stage's `quantizer` can write every listed target; the `mixed_*` keys make a
+    valid goal (nlighten_tf/export/litert_backend.py)."""
+    from nlighten_tf.export import litert_backend
+    from nlighten_tf.export.targets import get_target
+    from nlighten_tf.recipes import stage_types
+
+    try:
+        for target in config.targets:
+            litert_backend.resolve(config.quantizer, get_target(target))
+        stage_types.mixed_config(config)
+    except litert_backend.QuantizerError as error:
+        raise RecipeError(f"{where}: {error}") from None

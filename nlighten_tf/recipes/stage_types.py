@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from nlighten_tf.edgetpu import compiler
+from nlighten_tf.export import litert_backend
 from nlighten_tf.export.targets import TARGETS
 from nlighten_tf.optimize import (
     channel_prune,
@@ -324,6 +325,21 @@ register(StageType(
     _STAGES + "run_lowrank", technique=lowrank.LowRankConfig, training={"epochs": 0.0, "learning_rate": 5e-4},
     selection=True, describe=("energy", "epochs"),
 ))  # fmt: skip
+# The quantization backend and the mixed target's goal (nlighten_tf/export/litert_backend.py).
+EXPORT_QUANTIZER_KEYS = (
+    Key("quantizer", str, "auto", "who quantizes: the TF converter, LiteRT Quantizer on the float32 file (litert), "
+        "or auto (the converter where it writes the target: int16x8, int4_weights and mixed are litert's; QAT models "
+        "only the converter's)", litert_backend.QUANTIZERS),
+    *config_keys(litert_backend.MixedConfig, prefix="mixed_"),
+)  # fmt: skip
+
+
+def mixed_config(config: Any) -> litert_backend.MixedConfig:
+    """The mixed target's goal from a stage config's (or a tool's flags') `mixed_*` keys."""
+    fields = [f.name for f in dataclasses.fields(litert_backend.MixedConfig)]
+    return litert_backend.MixedConfig(**{name: getattr(config, "mixed_" + name) for name in fields})
+
+
 register(StageType(
     "export",
     "exports the current model to `.tflite` files. MediaPipe Tasks (Android apps) loads every float32- or "
@@ -335,7 +351,7 @@ register(StageType(
         CALIBRATION_SAMPLES,
         Key("io_type", str | None, None, "overrides int8 I/O of full-integer targets, not the `*_float_io` ones "
             "(null: each target's own; the edgetpu target's is uint8)", IO_TYPES),
-        EVALUATE, RUNTIME, CALIBRATION,
+        EVALUATE, RUNTIME, CALIBRATION, *EXPORT_QUANTIZER_KEYS,
     ),
     describe=("targets",),
 ))  # fmt: skip

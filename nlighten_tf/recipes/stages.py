@@ -308,17 +308,28 @@ def _file_entry(ctx: Context, stage: Stage, target_name: str, path: Path, notes:
 
 def export_one(
     ctx: Context, stage: Stage, workdir: Path, target_name: str, *, calibration, io_type: str | None,
-    evaluate: bool, runtime: str,
+    evaluate: bool, runtime: str, quantizer: str = "auto", mixed: Any = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Exports the current model to one target in `workdir` (as its task exports it); the entry
     the report and the benchmark stage read (sizes, what the file stores, its score through the
     interpreter)."""
+    import inspect
+
+    from nlighten_tf.export import litert_backend, targets
+
     recipe = ctx.recipe
     path = workdir / f"{target_name}.tflite"
+    backend = {}
+    if litert_backend.resolve(quantizer, targets.get_target(target_name)) == "litert":
+        # Only tasks whose export_file takes the backend (classification) can use LiteRT Quantizer.
+        if "quantizer" not in inspect.signature(ctx.task.export_file).parameters:
+            raise schema.RecipeError(f"stage {stage.dirname}: {ctx.task.name} models export through the TF converter only "
+                             f"(target {target_name}, quantizer {quantizer})")  # fmt: skip
+        backend = {"quantizer": "litert", "mixed": mixed}
     result = ctx.task.export_file(
         ctx.model, path, target_name, recipe=recipe, labels=ctx.class_names, scheme=ctx.scheme,
         calibration=calibration, io_type=io_type,
-        extra={"recipe": recipe.name, "stage": stage.dirname, "source_stage": ctx.model_stage},
+        extra={"recipe": recipe.name, "stage": stage.dirname, "source_stage": ctx.model_stage}, **backend,
     )  # fmt: skip
     entry = _file_entry(ctx, stage, target_name, path, result.notes)
     if evaluate:
@@ -334,6 +345,7 @@ def export_one(
 
 def run_export(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     from nlighten_tf.export import targets
+    from nlighten_tf.recipes import stage_types
 
     config = stage.config
     calibration = None
@@ -347,7 +359,8 @@ def run_export(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
         # io_type overrides int8 I/O (e.g. uint8 for Coral); a *_float_io target keeps float I/O.
         io_type = config.io_type if target.quantization == "full" and target.io_type != "float32" else None
         exports.append(export_one(ctx, stage, workdir, name, calibration=calibration, io_type=io_type,
-                                  evaluate=config.evaluate, runtime=config.runtime))  # fmt: skip
+                                  evaluate=config.evaluate, runtime=config.runtime, quantizer=config.quantizer,
+                                  mixed=stage_types.mixed_config(config)))  # fmt: skip
     return Outcome(metrics={"exports": exports}, exports=exports, summary=", ".join(config.targets))
 
 

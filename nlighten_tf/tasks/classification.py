@@ -54,12 +54,14 @@ class ClassificationTask(Task):
 
     def export_file(
         self, model: tf_keras.Model, path: Path, target: str, *, recipe: Recipe, labels: tuple[str, ...],
-        scheme: str, calibration: Any, io_type: str | None, extra: dict[str, Any],
+        scheme: str, calibration: Any, io_type: str | None, extra: dict[str, Any], quantizer: str = "auto",
+        mixed: Any = None,
     ) -> ExportResult:  # fmt: skip
         from nlighten_tf.export import metadata, tflite
 
         size = recipe.data.image_size
         classifier = metadata.from_scheme(labels, scheme, (size, size), name=recipe.name)
         return tflite.export(
-            model, path, target, representative_dataset=calibration, classifier=classifier, io_type=io_type, extra=extra
-        )
+            model, path, target, representative_dataset=calibration, classifier=classifier, io_type=io_type, extra=extra,
+            quantizer=quantizer, mixed=mixed,
+        )  # fmt: skip

@@ -27,7 +27,7 @@ stages:
               options: {width_coefficient: 0.5, depth_coefficient: 0.34, head_filters: 128}}}
   - lowrank: {energy: 0.9, policy: conv1x1, epochs: 0.25}
   - lottery: {rounds: 1, epochs: 0.5, learning_rate: 1e-3, keep: best}
-  - export: {targets: [int8], calibration_samples: 16, calibration: synthetic:bn}
+  - export: {targets: [int8, mixed], calibration_samples: 16, calibration: synthetic:bn, mixed_min_agreement: 0.9}
   - benchmark: {runs: 3, warmup: 1}
 """
 
@@ -70,6 +70,10 @@ def test_distill_lowrank_lottery_export_benchmark_through_the_runner(tmp_path):
     export = metrics("05-export")
     assert (run / "05-export" / "int8.tflite").exists()
     assert json.dumps(export["exports"]).count("int8.tflite") >= 1
+    # quantizer auto: int8 from the TF converter, mixed from LiteRT Quantizer (4 of the 16 held out).
+    sidecars = {t: json.loads((run / "05-export" / f"{t}.json").read_text()) for t in ("int8", "mixed")}
+    assert sidecars["int8"]["quantizer"]["name"] == "converter" and sidecars["mixed"]["quantizer"]["name"] == "litert"
+    assert sidecars["mixed"]["mixed_precision"]["held_out_examples"] == 4
     bench = json.loads((run / "06-benchmark" / "benchmark.json").read_text())
     assert bench["rows"], bench
     summary = json.loads((run / "summary.json").read_text())

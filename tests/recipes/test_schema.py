@@ -180,3 +180,17 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(RecipeError, match="bad.yaml: not valid YAML"):
         loader.load(bad)
+
+
+def test_export_quantizer_and_mixed_keys():
+    parsed = schema.from_dict(with_stages({"train": {}}, {"export": {"targets": ["int8", "mixed"], "quantizer": "litert",
+                                                                     "mixed_min_agreement": 0.99}}), SOURCE)  # fmt: skip
+    assert parsed.stages[1].config.quantizer == "litert" and parsed.stages[1].config.mixed_min_agreement == 0.99
+    assert "stage 2 (export): quantizer converter cannot produce target mixed" in error_of(
+        with_stages({"train": {}}, {"export": {"targets": ["mixed"], "quantizer": "converter"}}))  # fmt: skip
+    assert "quantizer litert cannot produce target int8_sparse" in error_of(
+        with_stages({"train": {}}, {"export": {"targets": ["int8_sparse"], "quantizer": "litert"}}))  # fmt: skip
+    assert "quantizer must be one of auto, converter, litert" in error_of(
+        with_stages({"train": {}}, {"export": {"targets": ["int8"], "quantizer": "tflite"}}))  # fmt: skip
+    assert "mixed promote_to must be one of int16, float" in error_of(
+        with_stages({"train": {}}, {"export": {"targets": ["mixed"], "mixed_promote_to": "int4"}}))  # fmt: skip

@@ -80,3 +80,18 @@ def test_data_free_scripts(tmp_path, tmp_path_factory):
                "--train_examples=256",
                "--distill_epochs=1", f"--output_dir={tmp_path}", env=home)  # fmt: skip
     assert len(results(tmp_path, "data_free_quickstart")["rows"]) == 6
+def test_quantizers_script(tmp_path, tmp_path_factory):
+    from tests.export import artifacts
+
+    # The quickstart case on the session's digits model (any 32 px classifier runs it).
+    model = artifacts.digits_model(tmp_path_factory)
+    run_script("quantizers.py", "--cases=quickstart", f"--quickstart_model={model}", "--calibration=12", "--select=8",
+               "--test=16", "--runs=1", "--quickstart_min_snr_db=1000", f"--output_dir={tmp_path}")  # fmt: skip
+    payload = results(tmp_path, "quantizers")
+    (case,) = payload["results"]
+    names = [row["name"] for row in case["rows"]]
+    assert names[:5] == ["fp32", "converter int8", "litert int8", "litert int16x8", "litert int4_weights"]
+    # An unreachable SNR: every doubling step is measured, up to all ops, and the target is reported missed.
+    assert not case["mixed"]["met"] and case["mixed"]["promoted"] == len(case["mixed"]["ops"])
+    assert all(row["xnnpack_ms"] > 0 and row["builtin_ms"] > 0 for row in case["rows"])
+    assert (tmp_path / "quantizers.png").stat().st_size > 0

@@ -64,3 +64,28 @@ def test_data_free_int8_export_keeps_accuracy(tmp_path_factory, tmp_path):
     missing = run_tool("tools/export.py", f"--keras_model={keras_model}", "--targets=int8", "--data=synthetic:bn",
                        f"--output_dir={tmp_path}")  # fmt: skip
     assert missing.returncode == 2 and "pass --labels=FILE" in missing.stderr and "Traceback" not in missing.stderr
+@pytest.mark.slow  # ~30 s: a subprocess that imports TensorFlow and runs the mixed search
+def test_mixed_target_through_litert_quantizer(tmp_path_factory, tmp_path):
+    keras_model = artifacts.digits_model(tmp_path_factory)
+    result = run_tool(
+        "tools/export.py",
+        f"--keras_model={keras_model}", "--model=mobilenet_v2", "--targets=mixed,int16x8", "--quantizer=litert",
+        "--data=digits", "--calibration_samples=40", "--mixed_min_agreement=0.9", f"--output_dir={tmp_path}",
+        "--name=digits",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "digits_mixed.tflite"
+    assert zipfile.ZipFile(path).read("labels.txt").decode().split() == [str(d) for d in range(10)]
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    assert sidecar["quantizer"]["name"] == "litert" and sidecar["mixed_precision"]["held_out_examples"] == 10
+    assert sidecar["mixed_precision"]["config"]["min_agreement"] == 0.9
+    assert "mixed: scanning each op's sensitivity" in result.stdout and "target met" in result.stdout
+    assert (tmp_path / "digits_int16x8.tflite").exists()
+
+
+def test_a_target_the_chosen_quantizer_cannot_write_is_one_clear_line(tmp_path):
+    # Checked before any model is built (the other pairs: tests/export/test_litert_backend.py).
+    result = run_tool("tools/export.py", "--targets=int8,int16x8", "--quantizer=converter", f"--output_dir={tmp_path}")
+    assert result.returncode == 2, result.stderr
+    assert "cannot produce target int16x8" in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir())
