@@ -6,7 +6,7 @@ prunable layers), per layer by magnitude; clustering keeps zero exact and snaps 
 k-means centroids. int8 calibration uses `--calibration_data` (sizes do not depend on it).
 Beside every size: the file's top-1 agreement with the fp32 dense file and its logit SNR on the
 project's real reference images (`data.reference_images`: scikit-image photo crops, upscaled
-digits and Fashion-MNIST; `bench.fidelity`), so no size stands without its accuracy. One-shot
+digits and Fashion-MNIST; `nlighten_tf.fidelity`), so no size stands without its accuracy. One-shot
 magnitude pruning with no fine-tuning: what these sizes cost (docs/optimize.md, "Data-free
 compression", for recovering it without data).
 
@@ -27,8 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nlighten_tf  # noqa: E402,F401  (legacy Keras before TensorFlow)
 from benchmarks import common  # noqa: E402
-from nlighten_tf import data, models  # noqa: E402
-from nlighten_tf.bench import fidelity, tflite_inspection  # noqa: E402
+from nlighten_tf import (  # noqa: E402
+    data,
+    fidelity,  # noqa: E402
+    models,
+)
+from nlighten_tf.bench import tflite_inspection  # noqa: E402
 from nlighten_tf.data import reference_images  # noqa: E402
 from nlighten_tf.export import tflite  # noqa: E402
 from nlighten_tf.render import markdown_table  # noqa: E402

@@ -2,7 +2,7 @@
 (`synthetic:bn`, nlighten_tf/data/synthetic.py) against calibration on real images.
 
 ImageNet EfficientNet-Lite0 (no ImageNet here): the int8 files are compared with the fp32 file
-(`bench.fidelity`: top-1 agreement, logit SNR) on the project's reference images
+(`nlighten_tf.fidelity`: top-1 agreement, logit SNR) on the project's reference images
 (`data.reference_images`). The real-image calibration set is crops of the last `--real_photos`
 scikit-image photos; those photos are left out of the evaluation set, whose images are the
 crops of the other photos plus upscaled digits and Fashion-MNIST. Also measured: calibration
@@ -27,8 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nlighten_tf  # noqa: E402,F401  (legacy Keras before TensorFlow)
 from benchmarks import common  # noqa: E402
-from nlighten_tf import data, models  # noqa: E402
-from nlighten_tf.bench import fidelity  # noqa: E402
+from nlighten_tf import (  # noqa: E402
+    data,
+    fidelity,  # noqa: E402
+    models,
+)
 from nlighten_tf.data import reference_images, synthetic  # noqa: E402
 from nlighten_tf.data.pipeline import representative_arrays  # noqa: E402
 from nlighten_tf.export import tflite  # noqa: E402

@@ -38,8 +38,13 @@ import numpy as np  # noqa: E402
 
 import nlighten_tf  # noqa: E402,F401  (legacy Keras before TensorFlow)
 from benchmarks import common  # noqa: E402
-from nlighten_tf import data, models, render  # noqa: E402
-from nlighten_tf.bench import fidelity, latency  # noqa: E402
+from nlighten_tf import (  # noqa: E402
+    data,
+    fidelity,  # noqa: E402
+    models,
+    render,
+)
+from nlighten_tf.bench import latency  # noqa: E402
 from nlighten_tf.data import reference_images  # noqa: E402
 from nlighten_tf.export import litert_backend, tflite  # noqa: E402
 from nlighten_tf.export.targets import get_target  # noqa: E402
@@ -145,8 +150,8 @@ def run_case(case: str, workdir: Path) -> dict[str, Any]:
         times[f"{backend} {target}"] = time.time() - t
         print(f"[{case}] {backend} {target}: {files[f'{backend} {target}'].stat().st_size:,} bytes ({times[f'{backend} {target}']:.0f} s)", flush=True)
     t = time.time()
-    mixed = litert_backend.convert_model(model, get_target("mixed"), calibration, mixed=inputs["mixed"],
-                                         held_out=inputs["select"], log=lambda m: print(f"[{case}]{m}", flush=True))  # fmt: skip
+    mixed = tflite.convert_with_litert(model, get_target("mixed"), calibration, mixed=inputs["mixed"],
+                                     held_out=inputs["select"], log=lambda m: print(f"[{case}]{m}", flush=True))  # fmt: skip
     times["litert mixed"] = time.time() - t
     report = mixed.report
     step_names = []

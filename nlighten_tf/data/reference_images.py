@@ -2,7 +2,7 @@
 is not at hand (an ImageNet checkpoint without ImageNet).
 
 No labels are needed: what is measured is agreement with the float model
-(`nlighten_tf.bench.fidelity`). The set is built offline from what the project can always
+(`nlighten_tf.fidelity`). The set is built offline from what the project can always
 read: scikit-image's bundled photos, each in several crops and mirrored (objects, animals,
 people, textures, scenes), scikit-learn's digits and Fashion-MNIST's test images upscaled
 (real pixels, not ImageNet's classes), and optionally a folder of the user's own photos.

@@ -245,7 +245,7 @@ def sensitivity(
     quantized to int8 (the rest float, the same calibration ranges), the noise-to-signal ratio
     of the model's outputs against the float file's on `scan_inputs`. One small quantization
     per op; ops the quantizer leaves float (their file is the float file) score 0."""
-    from nlighten_tf.bench import fidelity
+    from nlighten_tf import fidelity
 
     reference = fidelity.tflite_outputs(float_tflite, scan_inputs)
     rows, last_report = [], time.monotonic()
@@ -266,7 +266,7 @@ def _mixed(
     float_tflite: bytes, samples: list[list[np.ndarray]], inputs: list[str], config: MixedConfig,
     held_out: np.ndarray | None, log: Callable[[str], None],
 ) -> Quantized:  # fmt: skip
-    from nlighten_tf.bench import fidelity
+    from nlighten_tf import fidelity
 
     notes = []
     if held_out is None:
@@ -322,21 +322,3 @@ def _mixed(
         "scan_seconds": scan_seconds,
     }  # fmt: skip
     return Quantized(flatbuffer, notes, report, step_files)
-
-
-def convert_model(model: Any, target: Any, *args: Any, **kwargs: Any) -> Quantized:
-    """Keras model -> float32 flatbuffer (the converter path) -> `quantize(float32, target,
-    *args, **kwargs)` (representative_dataset, io_type, mixed, held_out, log)."""
-    from nlighten_tf.export import tflite
-
-    _, strip_notes, qat = tflite.prepare_for_export(model)
-    if qat:
-        raise QuantizerError(
-            f"the model carries QAT quantize wrappers: their ranges are learnt in training, and LiteRT Quantizer "
-            f"only calibrates its own (post-training), so it would throw them away; export {target.name} with "
-            "quantizer=converter (or auto)"
-        )
-    float_tflite, notes = tflite.convert(model, "fp32")
-    result = quantize(float_tflite, target, *args, **kwargs)
-    result.notes[:0] = notes
-    return result

@@ -110,7 +110,7 @@ def convert(
     converter where it writes the target)."""
     target = get_target(target) if isinstance(target, str) else target
     if litert_backend.resolve(quantizer, target) == "litert":
-        quantized = litert_backend.convert_model(model, target, representative_dataset, io_type)
+        quantized = convert_with_litert(model, target, representative_dataset, io_type)
         return quantized.flatbuffer, quantized.notes
     model, notes, qat = prepare_for_export(model)
     io = io_type or target.io_type
@@ -163,6 +163,23 @@ def convert(
             notes.append(f"int8 FULLY_CONNECTED weights stored dense ({', '.join(densified)}): XNNPACK, MediaPipe's "
                          "CPU path, cannot prepare them sparse")  # fmt: skip
     return flatbuffer, notes
+
+
+def convert_with_litert(model: tf_keras.Model, target: Target, *args: Any, **kwargs: Any) -> litert_backend.Quantized:
+    """Keras model -> float32 flatbuffer (the converter path) -> LiteRT Quantizer:
+    `litert_backend.quantize(float32, target, *args, **kwargs)` (representative_dataset, io_type,
+    mixed, held_out, log)."""
+    _, _, qat = prepare_for_export(model)
+    if qat:
+        raise litert_backend.QuantizerError(
+            f"the model carries QAT quantize wrappers: their ranges are learnt in training, and LiteRT Quantizer "
+            f"only calibrates its own (post-training), so it would throw them away; export {target.name} with "
+            "quantizer=converter (or auto)"
+        )
+    float_tflite, notes = convert(model, "fp32")
+    result = litert_backend.quantize(float_tflite, target, *args, **kwargs)
+    result.notes[:0] = notes
+    return result
 
 
 def densify_int8_fully_connected(tflite: bytes) -> tuple[bytes, list[str]]:
@@ -271,7 +288,7 @@ def export(
     backend = litert_backend.resolve(quantizer, target_info)
     report = None
     if backend == "litert":
-        quantized = litert_backend.convert_model(model, target_info, representative_dataset, io_type, mixed, held_out)
+        quantized = convert_with_litert(model, target_info, representative_dataset, io_type, mixed, held_out)
         flatbuffer, notes, report = quantized.flatbuffer, quantized.notes, quantized.report
         quantizer_facts = {"name": "litert", "package": "litert-quantizer", "version": litert_backend.version()}
     else:

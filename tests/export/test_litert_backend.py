@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from nlighten_tf.bench import fidelity
+from nlighten_tf import fidelity
 from nlighten_tf.export import litert_backend, metadata, tflite
 from nlighten_tf.export.targets import get_target
 from nlighten_tf.litert import flatbuffer as flatbuffer_lib

@@ -41,7 +41,7 @@ def test_data_free_int8_export_keeps_accuracy(tmp_path_factory, tmp_path):
     """--data=synthetic:bn calibrates on images synthesised from the model's BN statistics."""
     import numpy as np
 
-    from nlighten_tf.bench import fidelity
+    from nlighten_tf import fidelity
 
     keras_model = artifacts.digits_model(tmp_path_factory)
     labels = tmp_path / "labels.txt"

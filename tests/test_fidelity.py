@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tf_keras
 
-from nlighten_tf.bench import fidelity
+from nlighten_tf import fidelity
 from nlighten_tf.data import reference_images
 from nlighten_tf.data.errors import DataError
 from nlighten_tf.export import tflite
