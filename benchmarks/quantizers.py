@@ -51,8 +51,8 @@ from nlighten_tf.export.targets import get_target  # noqa: E402
 from nlighten_tf.render import markdown_table  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("cases", ["quickstart", "lite0"], "What to measure: quickstart, lite0, quickstart_float (mixed "
-                  "promoting to float).")  # fmt: skip
+flags.DEFINE_list("cases", ["quickstart", "lite0"], "What to measure: quickstart, lite0, quickstart_float and "
+                  "lite0_float (mixed promoting to float).")  # fmt: skip
 flags.DEFINE_string("quickstart_model", "runs/quickstart/01-train/model.h5", "The quickstart recipe's trained float model.")
 flags.DEFINE_integer("calibration", 200, "Calibration examples (both backends, the same ones).")
 flags.DEFINE_integer("select", 300, "Held-out examples mixed checks its target on (quickstart: validation images).")
@@ -119,13 +119,15 @@ def _inputs(case: str) -> dict[str, Any]:
         select_what = "even photo crops"
     what = (f"ImageNet Lite0 on reference images: calibration {len(calibration)} {source}, mixed target on "
             f"{len(select)} {select_what}, figures on {len(evaluate)} odd photo crops (used for nothing else)")  # fmt: skip
-    config = litert_backend.MixedConfig(min_agreement=FLAGS.lite0_min_agreement, scan_examples=FLAGS.lite0_scan_examples)
+    config = litert_backend.MixedConfig(min_agreement=FLAGS.lite0_min_agreement, scan_examples=FLAGS.lite0_scan_examples,
+                                        promote_to="float" if case == "lite0_float" else "int16")  # fmt: skip
     return {"model": model, "calibration": calibration, "select": select, "eval": evaluate, "labels": None,
             "mixed": config, "what": what}  # fmt: skip
 
 
 def _score(row: dict[str, Any], reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray | None) -> None:
-    row.update({k: v for k, v in fidelity.compare(reference, outputs).items() if k in ("top1_agreement", "snr_db")})
+    row.update({k: v for k, v in fidelity.compare(reference, outputs).items()
+                if k in ("top1_agreement", "snr_db", "top1_agreement_confident", "confident_examples")})
     if labels is not None:
         row["accuracy"] = float(np.mean(np.argmax(outputs, -1) == labels))
 
@@ -207,8 +209,12 @@ def _markdown(results: list[dict[str, Any]]) -> str:
         lines += [f"## {result['case']}", "", result["what"] + ".", ""]
         columns = ["name", "size_bytes", "x_smaller"]
         columns += ["accuracy"] if "accuracy" in result["rows"][0] else []
-        columns += ["top1_agreement", "snr_db", "xnnpack_ms", "builtin_ms"]
-        shown = [{k: f"{100 * v:.2f}%" if k in ("accuracy", "top1_agreement") else v for k, v in r.items()}
+        columns += ["top1_agreement"]
+        # Agreement where the float file's top-1 probability is >= 0.5 (nlighten_tf.fidelity.CONFIDENT).
+        columns += ["top1_agreement_confident"] if "top1_agreement_confident" in result["rows"][0] else []
+        columns += ["snr_db", "xnnpack_ms", "builtin_ms"]
+        percents = ("accuracy", "top1_agreement", "top1_agreement_confident")
+        shown = [{k: f"{100 * v:.2f}%" if k in percents and v is not None else v for k, v in r.items()}
                  for r in result["rows"]]  # fmt: skip
         lines += [markdown_table(shown, columns), ""]
         mixed = result["mixed"]

@@ -20,6 +20,15 @@ def test_snr_and_agreement_are_computed_from_the_outputs():
     assert result["snr_db"] == pytest.approx(10 * np.log10(5 / 1.25))
     assert result["max_abs_diff"] == 1.0
     assert fidelity.compare(reference, reference)["snr_db"] == float("inf")
+    # Only the second row's reference is a clear decision (softmax top-1 0.79); the flat first row's
+    # is 0.36.
+    flat = np.array([[0.1, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    result = fidelity.compare(flat, np.array([[0.0, 0.1, 0.0], [0.0, 2.0, 0.0]]))
+    assert result["top1_agreement"] == 0.5
+    assert result["confident_examples"] == 1 and result["top1_agreement_confident"] == 1.0
+    probabilities = np.array([[0.45, 0.55], [0.3, 0.7]])  # already probabilities: taken as they are
+    assert fidelity.compare(probabilities, probabilities)["confident_examples"] == 2
+    assert fidelity.compare(flat[:1], flat[:1])["top1_agreement_confident"] is None
     with pytest.raises(ValueError, match="cannot be compared"):
         fidelity.compare(reference, noisy[:1])
 
