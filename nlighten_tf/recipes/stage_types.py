@@ -26,6 +26,7 @@ from typing import Any
 from nlighten_tf.edgetpu import compiler
 from nlighten_tf.export.targets import TARGETS
 from nlighten_tf.optimize import (
+    autocompress,
     channel_prune,
     cluster,
     distill,
@@ -316,6 +317,17 @@ register(StageType(
     "lowrank", "low-rank (SVD) factorisation of dense and 1x1 kernels, then optional fine-tuning",
     _STAGES + "run_lowrank", technique=lowrank.LowRankConfig, training={"epochs": 0.0, "learning_rate": 5e-4},
     selection=True, describe=("energy", "epochs"),
+))  # fmt: skip
+register(StageType(
+    "autocompress",
+    "searches per-group channel counts that fit a `budget` (file size, device latency, MAdds or Edge TPU on-chip "
+    "memory; docs/optimize.md, \"Auto-compression\"), measured on the exported file or the device, choosing on "
+    "the validation split (training batches without one); then fine-tunes for `epochs` (distilled from the "
+    "original) and writes the measured `.tflite`, result.json, report.md and choices.png. Needs a trained model; "
+    "must come before `prune`/`cluster`",
+    _STAGES + "run_autocompress", technique=autocompress.AutocompressConfig,
+    training={"epochs": 1.0, "learning_rate": 5e-4},
+    describe=("budget", "method", "device", "epochs"),
 ))  # fmt: skip
 register(StageType(
     "export",
