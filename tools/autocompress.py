@@ -42,7 +42,7 @@ flags.DEFINE_integer("eval_limit", None, "Only the first N evaluation examples."
 stage_types.define_flags(
     stage_types.get("autocompress").keys,
     ["budget", "device", "target", "method", "criterion", "channel_multiple", "min_keep", "step", "score_batches",
-     "distill", "tolerance", "latency_runs", "threads", "calibration_samples", "bn_recalibration_batches", "epochs",
+     "distill", "tolerance", "latency_runs", "threads", "calibration_samples", "bn_recalibration_batches", "recalibrate_proposals", "epochs",
      "learning_rate"],
 )  # fmt: skip
 flags.DEFINE_integer("seed", 0, "Random seed.")
@@ -98,7 +98,7 @@ def _autocompress(argv: list[str]) -> int:
             criterion=FLAGS.criterion, channel_multiple=FLAGS.channel_multiple, min_keep=FLAGS.min_keep,
             step=FLAGS.step, score_batches=FLAGS.score_batches, distill=FLAGS.distill, tolerance=FLAGS.tolerance,
             latency_runs=FLAGS.latency_runs, threads=FLAGS.threads, calibration_samples=FLAGS.calibration_samples,
-            bn_recalibration_batches=FLAGS.bn_recalibration_batches,
+            bn_recalibration_batches=FLAGS.bn_recalibration_batches, recalibrate_proposals=FLAGS.recalibrate_proposals,
         )  # fmt: skip
         train_config = training.TrainConfig(epochs=FLAGS.epochs, learning_rate=FLAGS.learning_rate,
                                             verbose=0 if keras_verbosity() == 2 else 1)  # fmt: skip
