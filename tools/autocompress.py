@@ -54,15 +54,6 @@ def _fail(message: object) -> int:
     return 2
 
 
-def _load(path: str):
-    from nlighten_tf.keras_io import load_keras
-
-    try:
-        return load_keras(Path(path))
-    except (OSError, ValueError, TypeError) as error:  # not HDF5, truncated, or an unknown layer
-        raise ValueError(f"--keras_model {path}: not a loadable tf_keras model (.h5) ({str(error)[:300]})") from None
-
-
 def main(argv: list[str]) -> int:
     try:
         with interrupts.deferred():  # Ctrl-C at the next step or batch, never inside TensorFlow's tracing
@@ -110,7 +101,9 @@ def _autocompress(argv: list[str]) -> int:
                 return _fail(f"--device {config.device}: {why}")
         tf_keras.utils.set_random_seed(FLAGS.seed)
         if FLAGS.keras_model:
-            model = _load(FLAGS.keras_model)
+            from nlighten_tf.keras_io import load_keras_flag
+
+            model = load_keras_flag(FLAGS.keras_model)
             image_size = int(model.inputs[0].shape[1])
         else:
             image_size = FLAGS.image_size
