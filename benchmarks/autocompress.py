@@ -3,7 +3,7 @@ ratio, at the same measured budget and with the same fine-tune, on the quickstar
 
 The network: EfficientNet-Lite0 family (width 0.75, depth 0.6, 512-filter head, 32 px)
 trained on Fashion-MNIST (the quickstart recipe's train stage; `--keras_model`). For each
-budget (`--budgets`) and method (netadapt: `optimize.autocompress`'s search; uniform: the same
+budget (`--budgets`) and method (netadapt: `nlighten_tf.autocompress`'s search; uniform: the same
 measurement loop with one ratio for every group) the model is compressed, fine-tuned for
 `--epochs` with distillation from the original, and its int8 file's top-1 measured once on
 the 10k test images through the interpreter. Choices use the last 5% of the training images.
@@ -87,10 +87,11 @@ def main(argv: list[str]) -> int:
     import tempfile
 
     from nlighten_tf import data
+    from nlighten_tf.autocompress import search as autocompress
     from nlighten_tf.bench.latency import measure_interleaved
     from nlighten_tf.keras_io import load_keras
     from nlighten_tf.models.complexity import count_madds
-    from nlighten_tf.optimize import autocompress, training
+    from nlighten_tf.optimize import training
 
     start = time.time()
     model = load_keras(Path(FLAGS.keras_model))

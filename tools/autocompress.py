@@ -22,7 +22,7 @@ from absl import app, flags, logging
 
 import nlighten_tf  # noqa: F401  (legacy Keras before TensorFlow)
 from nlighten_tf import interrupts
-from nlighten_tf.optimize.autocompress import AutocompressConfig
+from nlighten_tf.autocompress.search import AutocompressConfig
 from nlighten_tf.recipes import stage_types
 
 FLAGS = flags.FLAGS
@@ -71,8 +71,9 @@ def _autocompress(argv: list[str]) -> int:
 
     from nlighten_tf import data, models
     from nlighten_tf import io as atomic
+    from nlighten_tf.autocompress import search as autocompress
     from nlighten_tf.errors import NlightenError
-    from nlighten_tf.optimize import autocompress, training
+    from nlighten_tf.optimize import training
     from nlighten_tf.recipes.overrides import parse_key_values
     from nlighten_tf.recipes.runner import keras_verbosity
     from nlighten_tf.recipes.schema import check_model_options

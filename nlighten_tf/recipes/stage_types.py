@@ -23,10 +23,10 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from nlighten_tf.autocompress import search as autocompress
 from nlighten_tf.edgetpu import compiler
 from nlighten_tf.export.targets import TARGETS
 from nlighten_tf.optimize import (
-    autocompress,
     channel_prune,
     cluster,
     distill,

@@ -183,7 +183,7 @@ def run_channel_prune(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
 
 
 def run_autocompress(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
-    from nlighten_tf.optimize import autocompress
+    from nlighten_tf.autocompress import search as autocompress
 
     # Choices on the validation split; without one, on training batches, never on eval_split.
     validation = ctx.train if ctx.scored_split == ctx.recipe.data.eval_split else ctx.eval

@@ -47,10 +47,11 @@ import tensorflow as tf
 import tf_keras
 
 from nlighten_tf import interrupts
+from nlighten_tf.autocompress import budgets
 from nlighten_tf.export import targets as targets_lib
 from nlighten_tf.keras_utils import copy_model
 from nlighten_tf.models.complexity import count_madds, count_params
-from nlighten_tf.optimize import budgets, training
+from nlighten_tf.optimize import training
 from nlighten_tf.optimize.channel_groups import ChannelGraph, analyze, restore, zero_inputs
 from nlighten_tf.optimize.channel_prune import (
     batch_scorer,

@@ -5,12 +5,14 @@ here independently of the search's own measurement."""
 import numpy as np
 import pytest
 
+from nlighten_tf.autocompress import budgets
+from nlighten_tf.autocompress import search as autocompress
+from nlighten_tf.autocompress.search import AutocompressConfig
 from nlighten_tf.bench.latency import measure_interleaved
 from nlighten_tf.edgetpu import compat
 from nlighten_tf.export import tflite
 from nlighten_tf.models.complexity import count_madds
-from nlighten_tf.optimize import autocompress, budgets, training
-from nlighten_tf.optimize.autocompress import AutocompressConfig
+from nlighten_tf.optimize import training
 from tests.optimize.conftest import digits, quick, tiny_lite
 
 
