@@ -70,6 +70,7 @@ def _representative(splits):
     return autocompress.representative(splits[0], 32)
 
 
+@pytest.mark.slow
 def test_madds_budget_is_met_on_the_final_graph_and_the_model_stays_useful(trained, splits):
     result = _run(trained, splits, "madds:0.5x", recalibrate_proposals=True)
     report = result.report
@@ -117,6 +118,7 @@ def test_latency_budget_is_met_on_the_host_against_a_measured_original(trained, 
     assert medians[1] / medians[0] <= 0.85 * 1.15, medians
 
 
+@pytest.mark.slow
 def test_uniform_baseline_meets_the_same_budget(trained, splits):
     result = _run(trained, splits, "madds:0.5x", method="uniform")
     # One ratio for every group, up to rounding to multiples of 8 channels (wide groups: within 8/64).
