@@ -28,6 +28,14 @@ def load_keras(path: str | os.PathLike[str]):
         return tf_keras.models.load_model(path, compile=False)
 
 
+def load_keras_flag(path: str, flag: str = "--keras_model"):
+    """`load_keras` for a tool's flag: ValueError naming the flag and file if it is not a model."""
+    try:
+        return load_keras(path)
+    except (OSError, ValueError, TypeError) as error:  # not HDF5/SavedModel, truncated, unknown layer
+        raise ValueError(f"{flag} {path}: not a loadable tf_keras model ({' '.join(str(error).split())[:300]})") from None
+
+
 def save_model(model, path: str | os.PathLike[str], qat: bool) -> None:
     """`model` as HDF5 without its optimizer; `qat`: under the quantize scope (a QAT model)."""
     from nlighten_tf.optimize import quantize

@@ -56,18 +56,6 @@ def _ratios(items: list[str], flag: str) -> dict[str, float]:
     return parse_key_values(items, flag)
 
 
-def _load(path: str):
-    """The saved Keras model at `path`; ValueError naming the file if it is not one."""
-    from nlighten_tf.keras_io import load_keras
-
-    try:
-        return load_keras(Path(path))
-    except (OSError, ValueError, TypeError) as error:  # not HDF5, truncated, or an unknown layer
-        raise ValueError(
-            f"--keras_model {path}: not a loadable tf_keras model (.h5) ({' '.join(str(error).split())[:300]})"
-        ) from None
-
-
 def main(argv: list[str]) -> int:
     del argv
     logging.set_verbosity(logging.WARNING)
@@ -104,7 +92,9 @@ def main(argv: list[str]) -> int:
                                             verbose=0 if keras_verbosity() == 2 else 1)  # fmt: skip
         tf_keras.utils.set_random_seed(FLAGS.seed)
         if FLAGS.keras_model:
-            model = _load(FLAGS.keras_model)
+            from nlighten_tf.keras_io import load_keras_flag
+
+            model = load_keras_flag(FLAGS.keras_model)
             image_size = int(model.inputs[0].shape[1])
         else:
             image_size = FLAGS.image_size

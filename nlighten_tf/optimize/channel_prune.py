@@ -500,6 +500,26 @@ class Sensitivity:
         return dataclasses.asdict(self)
 
 
+def batch_scorer(model: tf_keras.Model, data: tf.data.Dataset, batches: int) -> Callable[[], tuple[float, float]]:
+    """A function returning `model`'s (mean loss, top-1 accuracy) on the first `batches` batches
+    of `data`, read once and kept: call it again after changing the model's weights in place."""
+    batch_list = _batches(data, batches)
+    loss_fn, one_hot = _loss_function(batch_list)
+
+    @tf.function
+    def batch_metrics(images, labels):
+        logits = model(images, training=False)
+        truth = tf.argmax(labels, -1) if one_hot else tf.reshape(tf.cast(labels, tf.int64), [-1])
+        correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1), truth), tf.float32))
+        return loss_fn(labels, logits), correct
+
+    def evaluate() -> tuple[float, float]:
+        values = np.array([[float(v) for v in batch_metrics(x, y)] for x, y in batch_list])
+        return float(values[:, 0].mean()), float(values[:, 1].mean())
+
+    return evaluate
+
+
 def sensitivity_scan(
     model: tf_keras.Model,
     data: tf.data.Dataset,
@@ -518,20 +538,7 @@ def sensitivity_scan(
     scores = scores or channel_scores(model, criterion, calibration or data, cgraph)
     chosen = list(groups) if groups is not None else list(cgraph.prunable)
     work = copy_model(model)
-    batch_list = _batches(data, batches)
-    loss_fn, one_hot = _loss_function(batch_list)
-
-    @tf.function
-    def batch_metrics(images, labels):
-        logits = work(images, training=False)
-        truth = tf.argmax(labels, -1) if one_hot else tf.reshape(tf.cast(labels, tf.int64), [-1])
-        correct = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1), truth), tf.float32))
-        return loss_fn(labels, logits), correct
-
-    def evaluate() -> tuple[float, float]:
-        values = np.array([[float(v) for v in batch_metrics(x, y)] for x, y in batch_list])
-        return float(values[:, 0].mean()), float(values[:, 1].mean())
-
+    evaluate = batch_scorer(work, data, batches)
     base_loss, base_accuracy = evaluate()
     losses, accuracies = {}, {}
     for name in chosen:

@@ -514,7 +514,8 @@ def check_order(recipe: Recipe) -> None:
                 f"{where}: comes after qat: only export and benchmark stages may follow quantization-aware "
                 "training (retraining would drop the quantizers); move it before the qat stage"
             )
-        if kinds & {"prune", "cluster"} and stage.type in ("train", "transfer", "distill", "channel_prune", "lottery", "lowrank"):
+        if kinds & {"prune", "cluster"} and stage.type in ("train", "transfer", "distill", "channel_prune", "autocompress", "lottery",
+                                                          "lowrank"):
             done = " and ".join(k for k in ("prune", "cluster") if k in kinds)
             raise RecipeError(
                 f"{where}: comes after {done}: it would regrow pruned weights / break clusters; "

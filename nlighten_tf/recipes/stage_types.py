@@ -23,6 +23,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from nlighten_tf.autocompress import search as autocompress
 from nlighten_tf.edgetpu import compiler
 from nlighten_tf.export import litert_backend
 from nlighten_tf.export.targets import TARGETS
@@ -340,6 +341,17 @@ def mixed_config(config: Any) -> litert_backend.MixedConfig:
     return litert_backend.MixedConfig(**{name: getattr(config, "mixed_" + name) for name in fields})
 
 
+register(StageType(
+    "autocompress",
+    "searches per-group channel counts that fit a `budget` (file size, device latency, MAdds or Edge TPU on-chip "
+    "memory; docs/optimize.md, \"Auto-compression\"), measured on the exported file or the device, choosing on "
+    "the validation split (training batches without one); then fine-tunes for `epochs` (distilled from the "
+    "original) and writes the measured `.tflite`, result.json, report.md and choices.png. Needs a trained model; "
+    "must come before `prune`/`cluster`",
+    _STAGES + "run_autocompress", technique=autocompress.AutocompressConfig,
+    training={"epochs": 1.0, "learning_rate": 5e-4},
+    describe=("budget", "method", "device", "epochs"),
+))  # fmt: skip
 register(StageType(
     "export",
     "exports the current model to `.tflite` files. MediaPipe Tasks (Android apps) loads every float32- or "

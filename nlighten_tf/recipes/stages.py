@@ -192,6 +192,24 @@ def run_channel_prune(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     ))  # fmt: skip
 
 
+def run_autocompress(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
+    from nlighten_tf.autocompress import search as autocompress
+
+    # Choices on the validation split; without one, on training batches, never on eval_split.
+    validation = ctx.train if ctx.scored_split == ctx.recipe.data.eval_split else ctx.eval
+    result = autocompress.autocompress(
+        ctx.model, stage.technique(), ctx.train, validation, stage.train_config(ctx.verbose),
+        log=ctx.log, callbacks=ctx.callbacks(workdir),
+    )  # fmt: skip
+    written = autocompress.write_outputs(result, workdir, save_keras=False)  # the runner saves the model
+    report = result.report
+    metrics = {"report": report, "files": {kind: Path(path).name for kind, path in written.items()}}
+    return Outcome(result.model, metrics, summary=(
+        f"budget {report['budget']['text']} {'met' if report['met'] else 'NOT met'}: "
+        f"{100 * report['achieved']['ratio']:.1f}% of the original {report['unit']}"
+    ))  # fmt: skip
+
+
 def run_prune(stage: Stage, ctx: Context, workdir: Path) -> Outcome:
     from nlighten_tf.optimize import prune
 

@@ -11,6 +11,7 @@ RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"
 SHIPPED = {
     "quickstart", "efficientnet_lite0_pcqat", "mobilenet_v2_xnnpack_sparse", "lottery_ticket",
     "distill_b0_to_lite0", "seed_study_mobilenet_v2", "transfer_lite0_flowers", "efficientdet_lite0_prune_qat",
+    "autocompress_quickstart",
 }  # fmt: skip
 
 

@@ -1,0 +1,601 @@
+"""Auto-compression to a budget: find per-group channel counts that fit a file size, a device
+latency, a MAdds or an Edge TPU on-chip-memory budget (`budgets`) at the best validation loss.
+
+Method: NetAdapt (Yang et al. 2018), adapted to one trained model and a CPU:
+
+1. Cost is *measured*, never assumed: MAdds are read off the graph (exact); file bytes and
+   on-chip parameter bytes come from real exports of the target file; latency from a lookup
+   table measured on the device: the original file and one file per channel group with that
+   group alone halved, timed interleaved in one run (`bench.latency` on the host, the emulated
+   board for ``rpi-aarch64``). Per-group savings are assumed linear in the channels removed and
+   additive; file bytes are linear in the parameters, fitted on the original and one uniformly
+   halved file. These estimates only steer the search.
+2. Greedy steps from the original cost to the budget: each step proposes, for every group,
+   removing a small fraction (`step`) of its channels, scores each proposal on validation
+   batches (pruning emulated exactly by zeroing the channels' inputs at their consumers,
+   `channel_groups.zero_inputs`), and keeps the one losing the least validation loss per unit
+   of estimated cost saved. (NetAdapt's own steps cut one group until each step's cost target
+   is reached and fine-tune in between; without that fine-tune, the large single-group cuts
+   wrecked a small network in our runs, so steps are small and ranked by loss per cost.)
+3. The chosen model is built (surgery), exported and measured. If the measurement misses the
+   budget the estimator was optimistic: the estimate's target is scaled by measured/estimated
+   and the steps continue (at most `max_corrections` times). The ratio of measured to estimated
+   cost is reported: it is the check of the lookup table against whole-model measurements.
+4. A final fine-tune (distilled from the original by default) recovers accuracy; channel
+   counts do not change, so the final file is measured again and that figure is reported.
+
+`method="uniform"` keeps one ratio for every group (the baseline), found by bisection on the
+same estimate, with the same measurement and correction loop and the same fine-tune.
+
+Choices are made on validation data the caller carves from its training data; the test
+split is for the caller to report once at the end. Precision per layer is not searched: that
+waits for the LiteRT Quantizer backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from nlighten_tf import interrupts
+from nlighten_tf.autocompress import budgets
+from nlighten_tf.export import targets as targets_lib
+from nlighten_tf.keras_utils import copy_model
+from nlighten_tf.models.complexity import count_madds, count_params
+from nlighten_tf.optimize import training
+from nlighten_tf.optimize.channel_groups import ChannelGraph, analyze, restore, zero_inputs
+from nlighten_tf.optimize.channel_prune import (
+    batch_scorer,
+    channel_scores,
+    check_keep,
+    kept_indices,
+    prune_to_counts,
+    rounded_count,
+)
+from nlighten_tf.optimize.distill import DistillConfig
+from nlighten_tf.optimize.fields import documented
+
+METHODS = ("netadapt", "uniform")
+DEVICES = ("host", *budgets.EMULATED_DEVICES)
+CRITERIA = ("l1", "l2", "bn_gamma")  # data-free: scored once on the original model
+# Sparse storage is not searched yet, so a sparse target's bytes would not follow the estimate.
+DENSE_TARGETS = tuple(name for name, target in targets_lib.TARGETS.items() if not target.sparse)
+
+
+@dataclasses.dataclass(frozen=True)
+class AutocompressConfig:
+    """budget: `KIND:VALUE` (`budgets`); device: where latency is measured; target: the export
+    target whose file is measured and written (`edgetpu_sram_mib` always measures the edgetpu
+    file). step: the fraction of a group's channels one proposal removes; score_batches:
+    validation batches each proposal is scored on. The final fine-tune is the caller's
+    TrainConfig (None: no fine-tune)."""
+
+    budget: str = documented("madds:0.5x", "KIND:VALUE: size_kb, latency_ms, madds or edgetpu_sram_mib; a fraction "
+                             "of the original like 0.5x for any kind (docs/optimize.md, \"Auto-compression\")")
+    device: str = documented("host", "where latency is measured (the emulated board takes relative budgets only)",
+                             choices=DEVICES)
+    target: str = documented("int8", "the export target whose file is measured and written", choices=DENSE_TARGETS)
+    method: str = documented("netadapt", "netadapt: per-group search; uniform: one keep ratio for every group",
+                             choices=METHODS)
+    criterion: str = documented("l1", "which channels of a group go first", choices=CRITERIA)
+    channel_multiple: int = documented(8, "kept channel counts are multiples of this")
+    min_keep: float = documented(0.2, "lowest keep ratio of any group")
+    step: float = documented(0.1, "channels one proposal removes, as a fraction of the group's original width "
+                             "(at least channel_multiple)")
+    score_batches: int = documented(4, "validation batches each proposal is scored on")
+    distill: bool = documented(True, "the final fine-tune learns from the original model (knowledge distillation)")
+    tolerance: float = documented(0.03, "the budget counts as met up to this fraction above it")
+    latency_runs: int = documented(40, "interleaved timed invokes per file (host; the emulated board runs 5)")
+    threads: int = documented(1, "interpreter threads for latency")
+    calibration_samples: int = documented(64, "examples calibrating each full-integer export")
+    bn_recalibration_batches: int = documented(4, "re-estimate BatchNorm statistics on this many training batches "
+                                               "after the search and after the fine-tune (0: off)")
+    recalibrate_proposals: bool = documented(True, "re-estimate BatchNorm statistics (one training batch) before "
+                                             "scoring each proposal: slower, ranks proposals by what fine-tuning "
+                                             "can keep")
+    max_corrections: int = 4
+    log_every: int = 5  # progress line every this many steps
+
+    def __post_init__(self):
+        parsed = self.parsed_budget  # BudgetError now, not after the search
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; valid: {', '.join(DEVICES)}")
+        if self.device != "host" and parsed.kind != "latency_ms":
+            raise ValueError(f"device {self.device!r} only matters to latency_ms budgets, not {parsed.kind}")
+        if self.target not in DENSE_TARGETS:
+            raise ValueError(f"target {self.target!r}: autocompress measures dense files; valid: {', '.join(DENSE_TARGETS)}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"unknown criterion {self.criterion!r}; valid: {', '.join(CRITERIA)}")
+        check_keep("min_keep", self.min_keep)
+        if not 0.0 < self.step < 1.0:
+            raise ValueError(f"step must be a fraction in (0, 1), got {self.step}")
+        for name in ("channel_multiple", "log_every", "score_batches", "latency_runs", "threads", "calibration_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.bn_recalibration_batches < 0:
+            raise ValueError(f"bn_recalibration_batches must be >= 0, got {self.bn_recalibration_batches}")
+        if not 0.0 <= self.tolerance < 0.5:
+            raise ValueError(f"tolerance must be in [0, 0.5), got {self.tolerance}")
+
+    @property
+    def parsed_budget(self) -> budgets.Budget:
+        return budgets.parse_budget(self.budget, self.device)
+
+    @property
+    def measured_target(self) -> str:
+        return "edgetpu" if self.parsed_budget.kind == "edgetpu_sram_mib" else self.target
+
+
+# --- Measurement ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Measurement:
+    value: float  # in the budget kind's unit (KiB, ms, MAdds, MiB)
+    ratio: float  # of the original model's cost, measured in the same run for latency
+
+
+def representative(data: tf.data.Dataset, samples: int) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """A converter's representative dataset: the first `samples` images of `data`, read once."""
+    images = []
+    for element in data:
+        batch = element[0] if isinstance(element, tuple | list) else element
+        images.extend(np.asarray(batch, np.float32))
+        if len(images) >= samples:
+            break
+    if not images:
+        raise ValueError("calibration data for the export is empty")
+    images = images[:samples]
+
+    def generate() -> Iterator[list[np.ndarray]]:
+        for image in images:
+            yield [image[None]]
+
+    return generate
+
+
+class CostMeter:
+    """Exports and measures models for one budget kind on the target file / device."""
+
+    def __init__(self, config: AutocompressConfig, calibration: tf.data.Dataset, workdir: str | os.PathLike[str]):
+        self.config = config
+        self.kind = config.parsed_budget.kind
+        self.target = config.measured_target
+        self.calibration = representative(calibration, config.calibration_samples) if self.kind != "madds" or \
+            targets_lib.get_target(self.target).needs_calibration else None  # fmt: skip
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.original_file: Path | None = None
+        self.original: Measurement | None = None
+        self._count = 0
+
+    def export(self, model: tf_keras.Model, path: str | os.PathLike[str]) -> bytes:
+        from nlighten_tf import io as atomic
+        from nlighten_tf.export import tflite
+
+        calibration = self.calibration if targets_lib.get_target(self.target).needs_calibration else None
+        flatbuffer, _ = tflite.convert(model, self.target, calibration)
+        atomic.write_bytes(path, flatbuffer)
+        return flatbuffer
+
+    def _file(self, model: tf_keras.Model) -> Path:
+        self._count += 1
+        path = self.workdir / f"candidate{self._count}.tflite"
+        self.export(model, path)
+        return path
+
+    def _value_of_file(self, path: Path) -> float:
+        if self.kind == "size_kb":
+            return path.stat().st_size / budgets.UNITS["size_kb"]
+        from nlighten_tf.edgetpu import compat
+
+        return compat.analyse(os.fspath(path)).param_bytes / budgets.UNITS["edgetpu_sram_mib"]
+
+    def latencies(self, files: Sequence[Path]) -> list[float]:
+        """Median ms of each file, timed interleaved in one run on the device."""
+        if self.config.device == "host":
+            from nlighten_tf.bench.latency import measure_interleaved
+
+            runs = measure_interleaved(files, threads=self.config.threads, runs=self.config.latency_runs, warmup=5)
+            return [r.median_ms for r in runs]
+        from nlighten_tf.bench import devices
+
+        run = devices.run_models(self.config.device, files, threads=self.config.threads, runs=5, warmup=1)
+        return [float(np.median(m["times_ms"])) for m in run.models]
+
+    def start(self, model: tf_keras.Model) -> Measurement:
+        """Measures the original model (the reference of relative budgets)."""
+        if self.kind == "madds":
+            self.original = Measurement(float(count_madds(model)), 1.0)
+            return self.original
+        self.original_file = self.workdir / "original.tflite"
+        self.export(model, self.original_file)
+        if self.kind == "latency_ms":
+            value = self.latencies([self.original_file])[0]
+        else:
+            value = self._value_of_file(self.original_file)
+        self.original = Measurement(value, 1.0)
+        return self.original
+
+    def measure(self, models: Sequence[tf_keras.Model], files: Sequence[Path] | None = None) -> list[Measurement]:
+        """Each model's cost (exported here unless `files` are given)."""
+        assert self.original is not None, "call start() first"
+        if self.kind == "madds":
+            return [Measurement(float(count_madds(m)), count_madds(m) / self.original.value) for m in models]
+        files = list(files) if files is not None else [self._file(m) for m in models]
+        if self.kind == "latency_ms":
+            times = self.latencies([self.original_file, *files])
+            return [Measurement(t, t / times[0]) for t in times[1:]]
+        values = [self._value_of_file(f) for f in files]
+        return [Measurement(v, v / self.original.value) for v in values]
+
+
+# --- Cost estimates ------------------------------------------------------------------------
+
+
+class Estimator:
+    """Estimated cost of channel counts as a fraction of the original's: exact MAdds; bytes
+    linear in the parameters; latency from the per-group lookup table."""
+
+    def __init__(self, kind: str, cgraph: ChannelGraph):
+        self.kind, self.cgraph = kind, cgraph
+        self.full = cgraph.cost()
+        self.savings: dict[str, float] = {}  # latency: fraction saved per fraction of a group removed
+        self.bytes_per_param = 1.0  # size / sram: fraction of the file per fraction of the parameters
+        self.table: list[dict[str, Any]] = []
+
+    def __call__(self, counts: Mapping[str, int]) -> float:
+        madds, params = self.cgraph.cost(counts)
+        if self.kind == "madds":
+            return madds / self.full[0]
+        if self.kind in ("size_kb", "edgetpu_sram_mib"):
+            return 1.0 - self.bytes_per_param * (1.0 - params / self.full[1])
+        sizes = self.cgraph.sizes()
+        return 1.0 - sum(s * (1.0 - counts.get(g, sizes[g]) / sizes[g]) for g, s in self.savings.items())
+
+    def calibrate(self, model: tf_keras.Model, meter: CostMeter, groups: Sequence[str], multiple: int,
+                  log: Callable[[str], None]) -> None:  # fmt: skip
+        """Measures what the estimate needs: nothing for MAdds; one uniformly halved file for
+        bytes; the lookup table (each group alone halved) for latency."""
+        if self.kind == "madds":
+            return
+        sizes = self.cgraph.sizes()
+        scores = channel_scores(model, "l1", cgraph=self.cgraph)
+        halved = {g: rounded_count(0.5, sizes[g], multiple) for g in groups}
+        if self.kind in ("size_kb", "edgetpu_sram_mib"):
+            half = prune_to_counts(model, halved, scores, self.cgraph)
+            measured = meter.measure([half])[0]
+            params = self.cgraph.cost(halved)[1] / self.full[1]
+            self.bytes_per_param = (1.0 - measured.ratio) / max(1.0 - params, 1e-9)
+            self.table.append({"counts": "all groups halved", "params_ratio": params, "measured_ratio": measured.ratio})
+            log(f"  bytes: halving every group keeps {params:.1%} of the parameters and {measured.ratio:.1%} of the file")
+            return
+        log(f"  latency lookup table: {len(groups)} files (one group halved each) timed on {meter.config.device}")
+        files = []
+        for index, group in enumerate(groups):
+            interrupts.raise_if_requested()
+            files.append(meter._file(prune_to_counts(model, {group: halved[group]}, scores, self.cgraph)))
+            if (index + 1) % 5 == 0:
+                log(f"    exported {index + 1}/{len(groups)}")
+        files.append(meter._file(prune_to_counts(model, halved, scores, self.cgraph)))
+        *measured, whole = meter.measure([], files)
+        for group, m in zip(groups, measured, strict=True):
+            removed = 1.0 - halved[group] / sizes[group]
+            # Timing noise can make a tiny group look slower when thinner: it then saves nothing.
+            self.savings[group] = max(1.0 - m.ratio, 0.0) / removed if removed > 0 else 0.0
+            self.table.append({"group": group, "size": sizes[group], "kept": halved[group], "measured_ratio": m.ratio,
+                               "saving_per_removed": self.savings[group]})  # fmt: skip
+        # The check against a whole model: every group halved at once. Per-op overheads do not
+        # shrink with channels, so summed single-group savings overstate the saving; scale them
+        # to what the whole model measured.
+        predicted = self(halved)
+        scale = max(1.0 - whole.ratio, 0.0) / max(1.0 - predicted, 1e-9)
+        self.savings = {g: v * scale for g, v in self.savings.items()}
+        self.table.append({"group": "all groups halved", "measured_ratio": whole.ratio, "lookup_table_ratio": predicted,
+                           "scale": scale})  # fmt: skip
+        log(f"  whole-model check: every group halved measures {whole.ratio:.1%}, the table predicted {predicted:.1%}; "
+            f"savings scaled by {scale:.2f}")  # fmt: skip
+        for path in files:
+            path.unlink(missing_ok=True)
+
+
+# --- The search ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class AutocompressResult:
+    model: tf_keras.Model
+    flatbuffer: bytes  # the final target file
+    report: dict[str, Any]
+
+
+def autocompress(
+    model: tf_keras.Model,
+    config: AutocompressConfig,
+    train: tf.data.Dataset,
+    validation: tf.data.Dataset,
+    train_config: training.TrainConfig | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    log: Callable[[str], None] | None = None,
+    callbacks: Sequence[tf_keras.callbacks.Callback] = (),
+) -> AutocompressResult:
+    """Compresses `model` to `config.budget`; choices on `validation`, fine-tune and export
+    calibration on `train`. The input model is not modified. `workdir` holds the measured
+    files (a temporary directory by default)."""
+    log = log or (lambda message: None)
+    with tempfile.TemporaryDirectory(prefix="nlighten_autocompress_") as scratch:
+        return _autocompress(model, config, train, validation, train_config, Path(workdir or scratch), log, callbacks)
+
+
+def _autocompress(model, config, train, validation, train_config, workdir, log, callbacks) -> AutocompressResult:
+    start = time.time()
+    budget = config.parsed_budget
+    cgraph = analyze(model)
+    sizes = cgraph.sizes()
+    groups = list(cgraph.prunable)
+    if not groups:
+        raise ValueError(f"model {model.name!r} has no prunable channel group: nothing to search")
+    meter = CostMeter(config, train, workdir / "measured")
+    original = meter.start(model)
+    target = budget.value if budget.relative else budget.value / original.value
+    unit = budget.kind.split("_")[-1] if budget.kind != "madds" else "MAdds"
+    log(f"autocompress to {budget} ({config.method}): original {original.value:,.4g} {unit}, target "
+        f"{target:.1%} of it" + (f" on {config.device}" if budget.kind == "latency_ms" else ""))  # fmt: skip
+    if target >= 1.0:
+        log("  the original already fits the budget")
+    floors = {g: rounded_count(config.min_keep, sizes[g], config.channel_multiple) for g in groups}
+    estimator = Estimator(budget.kind, cgraph)
+    estimator.calibrate(model, meter, groups, config.channel_multiple, log)
+    if estimator({g: floors[g] for g in groups}) > target:
+        raise ValueError(
+            f"budget {budget} is unreachable by channel pruning: every group at min_keep={config.min_keep:g} is still "
+            f"estimated at {estimator(floors):.1%} of the original (lower min_keep or raise the budget)"
+        )
+    scores = channel_scores(model, config.criterion, cgraph=cgraph)
+    work = copy_model(model)
+    score = batch_scorer(work, validation, config.score_batches)
+    base_loss, base_accuracy = score()
+    bn_data = None
+    if config.recalibrate_proposals:  # read once: every proposal re-estimates from one batch
+        bn_data = train.take(1).cache()
+        for _ in bn_data:
+            pass
+    search = _Search(config, cgraph, groups, floors, estimator, scores, work, score, log, bn_data)
+    counts = {g: sizes[g] for g in groups}
+    aim, rounds, history = target, [], []
+    candidate = model
+    for correction in range(config.max_corrections + 1):
+        counts = search.run(counts, aim, history) if config.method == "netadapt" else search.uniform(aim)
+        pruned = {g: k for g, k in counts.items() if k < sizes[g]}
+        candidate = prune_to_counts(model, pruned, scores, cgraph)
+        measured = meter.measure([candidate])[0]
+        estimate = estimator(counts)
+        rounds.append({"aim": aim, "estimated_ratio": estimate, "measured_ratio": measured.ratio,
+                       "measured": measured.value})  # fmt: skip
+        log(f"  built and measured: {measured.ratio:.1%} of the original ({measured.value:,.4g} {unit}); estimated "
+            f"{estimate:.1%}")  # fmt: skip
+        if measured.ratio <= target or correction == config.max_corrections:
+            break
+        # The estimate was optimistic here: aim lower by the observed ratio and continue.
+        aim = aim * target / measured.ratio
+        log(f"  over the budget: aiming the estimate at {aim:.1%} (correction {correction + 1}/{config.max_corrections})")
+    search_seconds = time.time() - start
+    if config.bn_recalibration_batches:
+        training.recalibrate_batch_norm(candidate, train, config.bn_recalibration_batches)
+    searched_loss, searched_accuracy = _loss_accuracy(candidate, validation, config.score_batches)
+    tuned = candidate
+    base = train_config
+    if base is not None:
+        log(f"  final fine-tune: {base.epochs:g} epochs" + (", distilled from the original" if config.distill else ""))
+        if config.distill:
+            from nlighten_tf.optimize import distill
+
+            tuned = distill.distill(candidate, model, train, DistillConfig(), base, callbacks=callbacks).model
+        else:
+            tuned, _ = training.fit(candidate, train, base, callbacks=callbacks)
+        if config.bn_recalibration_batches:  # a short fine-tune leaves the moving statistics stale
+            training.recalibrate_batch_norm(tuned, train, config.bn_recalibration_batches)
+    flatbuffer_path = workdir / "final.tflite"
+    flatbuffer = meter.export(tuned, flatbuffer_path)
+    final = meter.measure([tuned], [flatbuffer_path] if budget.kind != "madds" else None)[0]
+    achieved = final.ratio if budget.relative else final.value
+    limit = budget.value
+    met = achieved <= limit * (1.0 + config.tolerance)
+    validation_results = training.evaluate(tuned, validation)
+    choices = {g: {"size": sizes[g], "kept": counts[g], "ratio": counts[g] / sizes[g]} for g in groups}
+    report = {
+        "budget": budget.as_dict(), "device": config.device if budget.kind == "latency_ms" else None,
+        "target": meter.target, "method": config.method, "unit": unit,
+        "original": {"value": original.value, "madds": count_madds(model), "params": count_params(model)},
+        "achieved": {"value": final.value, "ratio": final.ratio, "measured_on": _measured_on(budget.kind, config),
+                     "in_budget_terms": achieved},
+        "met": bool(met), "tolerance": config.tolerance, "over_budget": achieved / limit - 1.0,
+        "madds": count_madds(tuned), "params": count_params(tuned),
+        "validation": {"before": {"loss": base_loss, "accuracy": base_accuracy},
+                       "searched": {"loss": searched_loss, "accuracy": searched_accuracy},
+                       "final": validation_results, "score_batches": config.score_batches},
+        "choices": choices, "rounds": rounds, "steps": history, "estimate_table": estimator.table,
+        "search_seconds": search_seconds, "seconds": time.time() - start, "fine_tune_epochs": base.epochs if base else 0.0,
+        "distill": config.distill,
+    }  # fmt: skip
+    verdict = "met" if met else f"NOT met ({100 * report['over_budget']:+.1f}%)"
+    log(f"  final: {final.ratio:.1%} of the original ({final.value:,.4g} {unit}), budget {verdict}; validation "
+        f"accuracy {100 * validation_results['accuracy']:.2f}%")  # fmt: skip
+    return AutocompressResult(tuned, flatbuffer, report)
+
+
+def _measured_on(kind: str, config: AutocompressConfig) -> str:
+    if kind == "madds":
+        return "the final Keras graph"
+    if kind == "latency_ms":
+        path = "host XNNPACK" if config.device == "host" else f"emulated {config.device} (relative only)"
+        return f"the final {config.target} file, {path}, {config.threads} thread(s), interleaved with the original"
+    if kind == "edgetpu_sram_mib":
+        return "the final edgetpu file (offline Edge TPU analysis)"
+    return f"the final {config.target} file"
+
+
+def _loss_accuracy(model: tf_keras.Model, data: tf.data.Dataset, batches: int) -> tuple[float, float]:
+    return batch_scorer(model, data, batches)()
+
+
+class _Search:
+    def __init__(self, config, cgraph, groups, floors, estimator, scores, work, score, log, bn_data):
+        self.config, self.cgraph, self.groups, self.floors = config, cgraph, groups, floors
+        self.estimator, self.scores, self.work, self.score, self.log = estimator, scores, work, score, log
+        self.sizes = cgraph.sizes()
+        self.bn_data = bn_data
+
+    def _score(self, counts: Mapping[str, int]) -> tuple[float, float]:
+        """Validation (loss, accuracy) of `counts`, emulated in `work` with its BatchNorm moving
+        statistics re-estimated first: without that, the stale statistics after a cut ranked
+        proposals by the damage they do before any fine-tune (EagleEye, Li et al. 2020)."""
+        saved = self._emulate(counts)
+        if self.bn_data is not None:
+            training.recalibrate_batch_norm(self.work, self.bn_data, 1)  # one batch: this runs per proposal
+        result = self.score()
+        restore(self.work, saved)
+        return result
+
+    def _emulate(self, counts: Mapping[str, int]) -> dict[str, list]:
+        removed = {g: np.setdiff1d(np.arange(self.sizes[g]), kept_indices(self.scores[g], k))
+                   for g, k in counts.items() if k < self.sizes[g]}  # fmt: skip
+        return zero_inputs(self.work, self.cgraph, removed)
+
+    def _thinner(self, counts: Mapping[str, int], group: str, aim: float) -> int:
+        """The group's count after one proposal: `step` of its original width fewer (at least one
+        channel multiple), not below its floor, and no further than the aim needs."""
+        multiple = self.config.channel_multiple
+        cut = max(multiple, int(round(self.config.step * self.sizes[group] / multiple)) * multiple)
+        kept = max(self.floors[group], counts[group] - cut)
+        while kept + multiple < counts[group] and self.estimator({**counts, group: kept + multiple}) <= aim:
+            kept += multiple  # the last step: stop at the budget, not past it
+        return kept
+
+    def run(self, counts: dict[str, int], aim: float, history: list[dict[str, Any]]) -> dict[str, int]:
+        """Greedy steps until the estimate is <= aim: each thins the group whose proposal costs
+        the least validation loss per unit of estimated cost saved."""
+        counts = dict(counts)
+        while (now := self.estimator(counts)) > aim + 1e-9:
+            current_loss = self._score(counts)[0]
+            proposals = []
+            for group in self.groups:
+                interrupts.raise_if_requested()
+                kept = self._thinner(counts, group, aim)
+                if kept >= counts[group]:
+                    continue  # at its floor
+                proposal = {**counts, group: kept}
+                cost = self.estimator(proposal)
+                if cost >= now:
+                    continue  # thinning this group saves nothing measurable
+                loss, accuracy = self._score(proposal)
+                proposals.append(((loss - current_loss) / (now - cost), group, kept, cost, loss, accuracy))
+            if not proposals:
+                raise ValueError(f"the search is stuck at an estimated {now:.1%} of the original: every group is at "
+                                 f"min_keep={self.config.min_keep:g} or saves nothing")  # fmt: skip
+            _, group, kept, cost, loss, accuracy = min(proposals)
+            history.append({"step": len(history) + 1, "group": group, "from": counts[group], "to": kept,
+                            "estimated_ratio": cost, "val_loss": loss, "val_accuracy": accuracy})  # fmt: skip
+            counts[group] = kept
+            if len(history) % self.config.log_every == 0 or cost <= aim:
+                self.log(f"  step {len(history)}: {group} {history[-1]['from']} -> {kept} channels; estimated "
+                         f"{cost:.1%}, validation loss {loss:.4f}, accuracy {100 * accuracy:.2f}% "
+                         f"({len(proposals)} proposals)")  # fmt: skip
+        return counts
+
+    def uniform(self, aim: float) -> dict[str, int]:
+        """One keep ratio for every group: the largest whose estimate is <= aim (bisection)."""
+        def counts_at(ratio: float) -> dict[str, int]:
+            return {g: max(self.floors[g], rounded_count(ratio, self.sizes[g], self.config.channel_multiple))
+                    for g in self.groups}  # fmt: skip
+
+        low, high = self.config.min_keep, 1.0  # estimate(low) <= aim
+        for _ in range(30):
+            middle = (low + high) / 2
+            if self.estimator(counts_at(middle)) <= aim:
+                low = middle
+            else:
+                high = middle
+        counts = counts_at(low)
+        self.log(f"  uniform keep ratio {low:.3f}: estimated {self.estimator(counts):.1%}")
+        return counts
+
+
+# --- Outputs -------------------------------------------------------------------------------
+
+
+def write_outputs(result: AutocompressResult, output_dir: str | os.PathLike[str], extra: Mapping[str, Any] | None = None,
+                  save_keras: bool = True) -> dict[str, str]:  # fmt: skip
+    """result.json, model.h5 (unless `save_keras`), model.tflite, report.md and choices.png in
+    `output_dir`, each written atomically. `extra` (e.g. test accuracy) goes into result.json."""
+    from nlighten_tf import io as atomic
+    from nlighten_tf.keras_io import save_model
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {**result.report, **(extra or {})}
+    written = {}
+    if save_keras:
+        save_model(result.model, out / "model.h5", qat=False)
+        written["model"] = str(out / "model.h5")
+    written["tflite"] = str(atomic.write_bytes(out / "model.tflite", result.flatbuffer))
+    written["plot"] = plot_choices(report, out / "choices.png")
+    written["report"] = str(atomic.write_text(out / "report.md", markdown_report(report)))
+    written["result"] = str(atomic.write_json(out / "result.json", report))
+    return written
+
+
+def markdown_report(report: Mapping[str, Any]) -> str:
+    from nlighten_tf.render import markdown_table
+
+    budget, achieved = report["budget"], report["achieved"]
+    validation = report["validation"]
+    lines = [
+        f"# Auto-compression to {budget['text']} ({report['method']})", "",
+        f"- budget **{'met' if report['met'] else 'NOT met'}**: achieved {achieved['in_budget_terms']:.4g}"
+        f"{'x' if budget['relative'] else ' ' + report['unit']} against {budget['value']:g}"
+        f"{'x' if budget['relative'] else ' ' + report['unit']} (tolerance {100 * report['tolerance']:.0f}%), measured "
+        f"on {achieved['measured_on']}",
+        f"- original {report['original']['value']:,.4g} {report['unit']}, final {achieved['value']:,.4g} "
+        f"{report['unit']} ({100 * achieved['ratio']:.1f}%)",
+        f"- MAdds {report['original']['madds']:,} -> {report['madds']:,}; parameters {report['original']['params']:,} "
+        f"-> {report['params']:,}",
+        f"- validation accuracy {100 * validation['before']['accuracy']:.2f}% (original, {validation['score_batches']} "
+        f"batches) -> {100 * validation['searched']['accuracy']:.2f}% (searched, before fine-tuning) -> "
+        f"{100 * validation['final']['accuracy']:.2f}% (final, whole validation split)",
+    ]  # fmt: skip
+    if "test_accuracy" in report:
+        lines.append(f"- test accuracy {100 * report['test_accuracy']:.2f}% (reported once, after every choice)")
+    lines.append(f"- search {report['search_seconds']:.0f} s, total {report['seconds']:.0f} s")
+    lines += ["", "## Measured against estimated", "", markdown_table(report["rounds"]), "", "## Channels kept", ""]
+    lines.append(markdown_table([{"group": g, **c} for g, c in report["choices"].items()]))
+    return "\n".join(lines) + "\n"
+
+
+def plot_choices(report: Mapping[str, Any], path: str | os.PathLike[str]) -> str:
+    """Keep ratio per channel group, in network order."""
+    from nlighten_tf.render import pyplot, save_figure
+
+    plt = pyplot()
+    names = list(report["choices"])
+    ratios = [100 * report["choices"][n]["ratio"] for n in names]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * len(names)), 4.2))
+    ax.bar(range(len(names)), ratios, color="#4c72b0")
+    ax.set_xticks(range(len(names)), names, rotation=75, fontsize=7, ha="right")
+    ax.set_ylabel("channels kept (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(f"{report['method']} to {report['budget']['text']}: channels kept per group")
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, os.fspath(path))
