@@ -24,11 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nlighten_tf  # noqa: E402,F401  (legacy Keras before TensorFlow)
 from benchmarks import common  # noqa: E402
-from nlighten_tf import (  # noqa: E402
-    data,
-    fidelity,  # noqa: E402
-    models,
-)
+from nlighten_tf import data, fidelity, models  # noqa: E402
 from nlighten_tf.data import reference_images, synthetic  # noqa: E402
 from nlighten_tf.data.pipeline import representative_arrays  # noqa: E402
 from nlighten_tf.export import tflite  # noqa: E402

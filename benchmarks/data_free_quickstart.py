@@ -23,10 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nlighten_tf  # noqa: E402,F401  (legacy Keras before TensorFlow)
 from benchmarks import common  # noqa: E402
-from nlighten_tf import (
-    data,  # noqa: E402
-    fidelity,  # noqa: E402
-)
+from nlighten_tf import data, fidelity  # noqa: E402
 from nlighten_tf.data import synthetic  # noqa: E402
 from nlighten_tf.export import tflite  # noqa: E402
 from nlighten_tf.keras_io import load_keras  # noqa: E402

@@ -38,12 +38,7 @@ import numpy as np  # noqa: E402
 
 import nlighten_tf  # noqa: E402,F401  (legacy Keras before TensorFlow)
 from benchmarks import common  # noqa: E402
-from nlighten_tf import (  # noqa: E402
-    data,
-    fidelity,  # noqa: E402
-    models,
-    render,
-)
+from nlighten_tf import data, fidelity, models, render  # noqa: E402
 from nlighten_tf.bench import latency  # noqa: E402
 from nlighten_tf.data import reference_images  # noqa: E402
 from nlighten_tf.export import litert_backend, tflite  # noqa: E402
