@@ -169,7 +169,7 @@ def _arrays(dataset):
 
 
 def _top1(path, images, labels) -> float:
-    from nlighten_tf.bench import fidelity
+    from nlighten_tf import fidelity
 
     outputs = fidelity.tflite_outputs(path, images)
     return float((outputs.argmax(-1) == labels.reshape(-1)).mean())
