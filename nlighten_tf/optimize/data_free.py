@@ -58,13 +58,25 @@ def distill(
     # BatchNorm layers stay in inference mode with their moving statistics frozen: trained on
     # synthetic batches they drift to those batches' statistics, and the digits test student
     # then fell to chance (10%) in inference; frozen, it gains (tests/data/test_synthetic.py).
-    for layer in student.layers:
-        if isinstance(layer, tf_keras.layers.BatchNormalization):
-            layer.trainable = False
-    return distill_lib.distill(
-        student, teacher, train, dataclasses.replace(config, alpha=0.0), train_config,
-        callbacks=callbacks, strategy=strategy, prepare=prepare,
-    )  # fmt: skip
+    # Only while distilling: the model handed on trains its BatchNorm again (a recipe's later
+    # stages train on real data).
+    frozen = [layer.name for layer in student.layers
+              if isinstance(layer, tf_keras.layers.BatchNormalization) and layer.trainable]  # fmt: skip
+    for name in frozen:
+        student.get_layer(name).trainable = False
+    try:
+        result = distill_lib.distill(
+            student, teacher, train, dataclasses.replace(config, alpha=0.0), train_config,
+            callbacks=callbacks, strategy=strategy, prepare=prepare,
+        )  # fmt: skip
+    finally:
+        for name in frozen:
+            student.get_layer(name).trainable = True
+    trained_layers = {layer.name: layer for layer in result.model.layers}
+    for name in frozen:  # the same layers, or their copies in a wrapped model (prepare)
+        if name in trained_layers:
+            trained_layers[name].trainable = True
+    return result
 
 
 def prune(

@@ -1,6 +1,7 @@
 """The stage types the quickstart does not use, run through tools/optimize.py on digits at tiny
-size: distill (with its teacher trained first), lowrank, lottery (keep: best), export and
-benchmark; the distill stage and the export's calibration run data-free (synthetic:bn). (train, channel_prune, prune, cluster, PCQAT, export and benchmark run in
+size: distill (with its teacher trained first), distill again data-free (synthetic:bn images from
+its teacher's BatchNorm statistics), lowrank, lottery (keep: best), export (int8 calibrated data-free, mixed) and
+benchmark. (train, channel_prune, prune, cluster, PCQAT, export and benchmark run in
 tests/tools/test_quickstart_end_to_end.py; transfer in tests/recipes/test_transfer_recipe.py;
 edgetpu and detector stages in tests/tools/test_optimize_tool.py and test_detection_recipe.py.)"""
 
@@ -22,6 +23,8 @@ model:
 data: {spec: digits, image_size: 32, batch_size: 16, train_limit: 640, eval_limit: 120}
 stages:
   - train: {epochs: 2, learning_rate: 3e-3}
+  - distill: {epochs: 0.5, learning_rate: 1e-3, teacher: {name: efficientnet_lite0, epochs: 1, learning_rate: 3e-3,
+              options: {width_coefficient: 0.5, depth_coefficient: 0.34, head_filters: 128}}}
   - distill: {epochs: 0.5, learning_rate: 1e-3, synthetic_images: 32,
               teacher: {name: efficientnet_lite0, epochs: 1, learning_rate: 3e-3,
               options: {width_coefficient: 0.5, depth_coefficient: 0.34, head_filters: 128}}}
@@ -48,18 +51,20 @@ def test_distill_lowrank_lottery_export_benchmark_through_the_runner(tmp_path):
     assert distilled["teacher"]["source"] == "efficientnet_lite0" and (run / "02-distill" / "teacher.h5").exists()
     assert "training the teacher efficientnet_lite0 for 1 epochs" in result.stdout
     assert distilled["history"]["distill_kl"] >= 0
+    assert "synthetic_images" not in distilled["teacher"]
     # Data-free: 32 images for the distillation, 16 for calibration, synthesised from the teacher
     # and from the model being exported.
-    assert distilled["teacher"]["synthetic_images"] == 32
+    data_free = metrics("03-distill")
+    assert data_free["teacher"]["synthetic_images"] == 32 and data_free["history"]["distill_kl"] >= 0
     reports = [json.loads(p.read_text()) for p in (tmp_path / "home" / "synthetic").glob("*/report.json")]
     assert sorted(r["settings"]["count"] for r in reports) == [16, 32]
     assert all(r["error_after"] < r["error_before"] for r in reports), reports
 
-    lowrank = metrics("03-lowrank")
-    assert lowrank["params_after"] < lowrank["params_before"] == distilled["params"]
+    lowrank = metrics("04-lowrank")
+    assert lowrank["params_after"] < lowrank["params_before"] == data_free["params"] == distilled["params"]
     assert lowrank["params"] == lowrank["params_after"]
 
-    lottery = metrics("04-lottery")
+    lottery = metrics("05-lottery")
     rounds = lottery["rounds"]
     assert [r["round"] for r in rounds] == [0, 1] and rounds[1]["control_accuracy"] is not None
     best = max(rounds, key=lambda r: r["accuracy"])  # first of equals, as the stage picks
@@ -67,17 +72,17 @@ def test_distill_lowrank_lottery_export_benchmark_through_the_runner(tmp_path):
     # The model handed on is the kept round's: its sparsity says which one it is.
     assert lottery["prunable_sparsity"] == pytest.approx(1 - best["remaining"], abs=0.01), lottery
 
-    export = metrics("05-export")
-    assert (run / "05-export" / "int8.tflite").exists()
+    export = metrics("06-export")
+    assert (run / "06-export" / "int8.tflite").exists()
     assert json.dumps(export["exports"]).count("int8.tflite") >= 1
     # quantizer auto: int8 from the TF converter, mixed from LiteRT Quantizer (4 of the 16 held out).
-    sidecars = {t: json.loads((run / "05-export" / f"{t}.json").read_text()) for t in ("int8", "mixed")}
+    sidecars = {t: json.loads((run / "06-export" / f"{t}.json").read_text()) for t in ("int8", "mixed")}
     assert sidecars["int8"]["quantizer"]["name"] == "converter" and sidecars["mixed"]["quantizer"]["name"] == "litert"
     assert sidecars["mixed"]["mixed_precision"]["held_out_examples"] == 4
-    bench = json.loads((run / "06-benchmark" / "benchmark.json").read_text())
+    bench = json.loads((run / "07-benchmark" / "benchmark.json").read_text())
     assert bench["rows"], bench
     summary = json.loads((run / "summary.json").read_text())
     assert summary["complete"]
     assert [m["stage"] for m in summary["stage_metrics"]] == [
-        "01-train", "02-distill", "03-lowrank", "04-lottery", "05-export", "06-benchmark",
+        "01-train", "02-distill", "03-distill", "04-lowrank", "05-lottery", "06-export", "07-benchmark",
     ]  # fmt: skip
