@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
     model = models.build(FLAGS.model, input_shape=(FLAGS.input_size, FLAGS.input_size, 3), weights=FLAGS.weights or None)
     size = int(model.inputs[0].shape[1])
     refs = reference_images.load(per_set=FLAGS.per_set)
-    crops_per_photo = sum(len(p) ** 2 for _, p in reference_images.CROPS) * 2
+    crops_per_photo = reference_images.CROPS_PER_PHOTO
     real_start = (len(reference_images.PHOTOS) - FLAGS.real_photos) * crops_per_photo
     real_end = len(reference_images.PHOTOS) * crops_per_photo
     inputs = refs.preprocessed(size, scheme)

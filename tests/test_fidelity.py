@@ -36,7 +36,7 @@ def test_snr_and_agreement_are_computed_from_the_outputs():
 def test_reference_photos_are_real_square_crops_and_mirrors():
     crops = reference_images.photo_crops()
     per_photo = 2 * sum(len(positions) ** 2 for _, positions in reference_images.CROPS)
-    assert len(crops) == per_photo * len(reference_images.PHOTOS)
+    assert len(crops) == per_photo * len(reference_images.PHOTOS) and reference_images.CROPS_PER_PHOTO == per_photo
     assert all(c.shape[0] == c.shape[1] and c.shape[2] == 3 and c.dtype == np.uint8 for c in crops)
     np.testing.assert_array_equal(crops[1], crops[0][:, ::-1])
     assert min(float(c.std()) for c in crops) > 1.0  # real content, not blank padding

@@ -26,6 +26,8 @@ PHOTOS = (
 )  # fmt: skip
 # (side of the square crop as a fraction of the short side, positions along each axis).
 CROPS = ((1.0, (0.5,)), (0.75, (0.0, 1.0)), (0.5, (0.0, 0.5, 1.0)))
+# Images `photo_crops` makes from each photo (every crop and its mirror image).
+CROPS_PER_PHOTO = 2 * sum(len(positions) ** 2 for _, positions in CROPS)
 SOURCES = ("photos", "digits", "fashion_mnist")
 
 
