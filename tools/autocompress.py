@@ -74,9 +74,8 @@ def _autocompress(argv: list[str]) -> int:
     from nlighten_tf.autocompress import search as autocompress
     from nlighten_tf.errors import NlightenError
     from nlighten_tf.optimize import training
-    from nlighten_tf.recipes.overrides import parse_key_values
+    from nlighten_tf.recipes.overrides import model_from_flags
     from nlighten_tf.recipes.runner import keras_verbosity
-    from nlighten_tf.recipes.schema import check_model_options
 
     if FLAGS.keras_model and not Path(FLAGS.keras_model).is_file():
         return _fail(f"--keras_model {FLAGS.keras_model}: no such file")
@@ -101,21 +100,14 @@ def _autocompress(argv: list[str]) -> int:
             if not ready:
                 return _fail(f"--device {config.device}: {why}")
         tf_keras.utils.set_random_seed(FLAGS.seed)
-        if FLAGS.keras_model:
-            from nlighten_tf.keras_io import load_keras_flag
-
-            model = load_keras_flag(FLAGS.keras_model)
-            image_size = int(model.inputs[0].shape[1])
-        else:
-            image_size = FLAGS.image_size
-            options = parse_key_values(FLAGS.model_option, "--model_option")
-            check_model_options(FLAGS.model, options, f"--model={FLAGS.model} --model_option")
+        model, image_size, options = model_from_flags(FLAGS.keras_model, FLAGS.model, FLAGS.image_size,
+                                                      FLAGS.model_option)  # fmt: skip
         kept = round(100 * (1 - FLAGS.validation))
         common = dict(image_size=image_size, batch_size=FLAGS.batch_size, model=FLAGS.model, cache=True)
         train, info = data.load(FLAGS.data, f"train[:{kept}%]", seed=FLAGS.seed, limit=FLAGS.train_limit, **common)
         validation, _ = data.load(FLAGS.data, f"train[{kept}%:]", shuffle=False, **common)
         evaluation, _ = data.load(FLAGS.data, FLAGS.eval_split, limit=FLAGS.eval_limit, **common)
-        if not FLAGS.keras_model:
+        if model is None:  # a zoo --model, built for the data's classes
             model = models.build(FLAGS.model, input_shape=(image_size, image_size, 3), num_classes=info.num_classes,
                                  weights=FLAGS.weights, **options)  # fmt: skip
         start = time.time()

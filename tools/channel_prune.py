@@ -67,8 +67,8 @@ def main(argv: list[str]) -> int:
     from nlighten_tf.keras_io import save_model
     from nlighten_tf.optimize import channel_prune, training
     from nlighten_tf.optimize.distill import DistillConfig
+    from nlighten_tf.recipes.overrides import model_from_flags
     from nlighten_tf.recipes.runner import keras_verbosity
-    from nlighten_tf.recipes.schema import check_model_options
 
     name = Path(FLAGS.keras_model).stem if FLAGS.keras_model else FLAGS.model
     output = Path(FLAGS.output or f"channel_pruned/{name}.h5")
@@ -91,19 +91,12 @@ def main(argv: list[str]) -> int:
         train_config = training.TrainConfig(learning_rate=FLAGS.learning_rate,
                                             verbose=0 if keras_verbosity() == 2 else 1)  # fmt: skip
         tf_keras.utils.set_random_seed(FLAGS.seed)
-        if FLAGS.keras_model:
-            from nlighten_tf.keras_io import load_keras_flag
-
-            model = load_keras_flag(FLAGS.keras_model)
-            image_size = int(model.inputs[0].shape[1])
-        else:
-            image_size = FLAGS.image_size
-            options = _ratios(FLAGS.model_option, "--model_option")
-            check_model_options(FLAGS.model, options, f"--model={FLAGS.model} --model_option")
+        model, image_size, options = model_from_flags(FLAGS.keras_model, FLAGS.model, FLAGS.image_size,
+                                                      FLAGS.model_option)  # fmt: skip
         common = dict(image_size=image_size, batch_size=FLAGS.batch_size, model=FLAGS.model, cache=True)
         train, info = data.load(FLAGS.data, "train", seed=FLAGS.seed, limit=FLAGS.train_limit, **common)
         evaluation, _ = data.load(FLAGS.data, FLAGS.eval_split, limit=FLAGS.eval_limit, **common)
-        if not FLAGS.keras_model:
+        if model is None:  # a zoo --model, built for the data's classes
             model = models.build(FLAGS.model, input_shape=(image_size, image_size, 3), num_classes=info.num_classes,
                                  weights=FLAGS.weights, **options)  # fmt: skip
         before = {"madds": models.count_madds(model), "params": models.count_params(model)}

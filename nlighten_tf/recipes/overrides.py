@@ -159,3 +159,18 @@ def parse_key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
             raise RecipeError(f"{flag} {item!r}: expected key=value, e.g. width_coefficient=0.5")
         options[key.strip()] = schema.parse_yaml(value, f"{flag} {item!r}")
     return options
+
+
+def model_from_flags(keras_model: str, model: str, image_size: int, option_items: Sequence[str]) -> tuple[Any, int, dict[str, Any]]:
+    """What a tool's model flags name: ``(model, its input size, {})`` for ``--keras_model``
+    (loaded; ValueError naming the flag and file if it is not a model), ``(None, --image_size,
+    the checked --model_option options)`` for a zoo ``--model``, which the tool builds once the
+    data's class count is known."""
+    if keras_model:
+        from nlighten_tf.keras_io import load_keras_flag
+
+        loaded = load_keras_flag(keras_model)
+        return loaded, int(loaded.inputs[0].shape[1]), {}
+    options = parse_key_values(option_items, "--model_option")
+    schema.check_model_options(model, options, f"--model={model} --model_option")
+    return None, image_size, options
