@@ -42,8 +42,8 @@ flags.DEFINE_integer("eval_limit", None, "Only the first N evaluation examples."
 stage_types.define_flags(
     stage_types.get("autocompress").keys,
     ["budget", "device", "target", "method", "criterion", "channel_multiple", "min_keep", "step", "score_batches",
-     "distill", "tolerance", "latency_runs", "threads", "calibration_samples", "bn_recalibration_batches", "recalibrate_proposals", "epochs",
-     "learning_rate"],
+     "distill", "tolerance", "latency_runs", "threads", "calibration_samples", "bn_recalibration_batches", "recalibrate_proposals",
+     "freeze_batch_norm", "epochs", "learning_rate"],
 )  # fmt: skip
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("output_dir", "autocompressed", "Where result.json, the model, the .tflite and the report go.")
@@ -90,6 +90,7 @@ def _autocompress(argv: list[str]) -> int:
             step=FLAGS.step, score_batches=FLAGS.score_batches, distill=FLAGS.distill, tolerance=FLAGS.tolerance,
             latency_runs=FLAGS.latency_runs, threads=FLAGS.threads, calibration_samples=FLAGS.calibration_samples,
             bn_recalibration_batches=FLAGS.bn_recalibration_batches, recalibrate_proposals=FLAGS.recalibrate_proposals,
+            freeze_batch_norm=FLAGS.freeze_batch_norm,
         )  # fmt: skip
         train_config = training.TrainConfig(epochs=FLAGS.epochs, learning_rate=FLAGS.learning_rate,
                                             verbose=0 if keras_verbosity() == 2 else 1)  # fmt: skip

@@ -34,6 +34,7 @@ waits for the LiteRT Quantizer backend.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -99,6 +100,9 @@ class AutocompressConfig:
     calibration_samples: int = documented(64, "examples calibrating each full-integer export")
     bn_recalibration_batches: int = documented(4, "re-estimate BatchNorm statistics on this many training batches "
                                                "after the search and after the fine-tune (0: off)")
+    freeze_batch_norm: bool = documented(False, "BatchNorm stays in inference mode during the final fine-tune: for "
+                                         "fine-tuning images unlike the model's own data (an ImageNet network "
+                                         "tuned on a few hundred photos); then set bn_recalibration_batches: 0 too")
     recalibrate_proposals: bool = documented(True, "re-estimate BatchNorm statistics (one training batch) before "
                                              "scoring each proposal: slower, ranks proposals by what fine-tuning "
                                              "can keep")
@@ -398,12 +402,13 @@ def _autocompress(model, config, train, validation, train_config, workdir, log, 
     base = train_config
     if base is not None:
         log(f"  final fine-tune: {base.epochs:g} epochs" + (", distilled from the original" if config.distill else ""))
-        if config.distill:
-            from nlighten_tf.optimize import distill
+        with training.frozen_batch_norm(candidate) if config.freeze_batch_norm else contextlib.nullcontext():
+            if config.distill:
+                from nlighten_tf.optimize import distill
 
-            tuned = distill.distill(candidate, model, train, DistillConfig(), base, callbacks=callbacks).model
-        else:
-            tuned, _ = training.fit(candidate, train, base, callbacks=callbacks)
+                tuned = distill.distill(candidate, model, train, DistillConfig(), base, callbacks=callbacks).model
+            else:
+                tuned, _ = training.fit(candidate, train, base, callbacks=callbacks)
         if config.bn_recalibration_batches:  # a short fine-tune leaves the moving statistics stale
             training.recalibrate_batch_norm(tuned, train, config.bn_recalibration_batches)
     flatbuffer_path = workdir / "final.tflite"

@@ -60,18 +60,11 @@ def distill(
     # then fell to chance (10%) in inference; frozen, it gains (tests/data/test_synthetic.py).
     # Only while distilling: the model handed on trains its BatchNorm again (a recipe's later
     # stages train on real data).
-    frozen = [layer.name for layer in student.layers
-              if isinstance(layer, tf_keras.layers.BatchNormalization) and layer.trainable]  # fmt: skip
-    for name in frozen:
-        student.get_layer(name).trainable = False
-    try:
+    with training.frozen_batch_norm(student) as frozen:
         result = distill_lib.distill(
             student, teacher, train, dataclasses.replace(config, alpha=0.0), train_config,
             callbacks=callbacks, strategy=strategy, prepare=prepare,
         )  # fmt: skip
-    finally:
-        for name in frozen:
-            student.get_layer(name).trainable = True
     trained_layers = {layer.name: layer for layer in result.model.layers}
     for name in frozen:  # the same layers, or their copies in a wrapped model (prepare)
         if name in trained_layers:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -253,6 +253,25 @@ def evaluate(model: tf_keras.Model, dataset: tf.data.Dataset) -> dict[str, float
         compile_classifier(model, TrainConfig(verbose=0), steps=1, one_hot=has_one_hot_labels(dataset))
     results = model.evaluate(dataset, verbose=0, return_dict=True, callbacks=[StopOnInterrupt()])
     return {k: float(v) for k, v in results.items()}
+
+
+@contextlib.contextmanager
+def frozen_batch_norm(model: tf_keras.Model) -> Iterator[list[str]]:
+    """Inside the block every trainable BatchNorm layer of `model` is frozen (Keras 2: a frozen
+    BatchNorm also runs in inference mode, so its moving statistics stay as they are); after it
+    they train again. Yields the frozen layers' names, for copies of them in a wrapped model.
+
+    For fine-tuning on images unlike the model's own data (synthetic images, a few hundred photos
+    for an ImageNet network): trained there, the statistics drift to those batches'."""
+    names = [layer.name for layer in model.layers
+             if isinstance(layer, tf_keras.layers.BatchNormalization) and layer.trainable]  # fmt: skip
+    for name in names:
+        model.get_layer(name).trainable = False
+    try:
+        yield names
+    finally:
+        for name in names:
+            model.get_layer(name).trainable = True
 
 
 def recalibrate_batch_norm(model: tf_keras.Model, data: tf.data.Dataset, batches: int) -> None:
