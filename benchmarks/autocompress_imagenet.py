@@ -12,7 +12,7 @@ many photos and crops each figure rests on. Agreement is measured on int8 files 
 interpreter against the original's fp32 file; the clear-crops column keeps the test crops the
 float model decides with top-1 probability >= `fidelity.CONFIDENT`.
 
-  python benchmarks/autocompress_imagenet.py [--budget=latency_ms:0.5x] [--epochs=3] \
+  python benchmarks/autocompress_imagenet.py [--budget=latency_ms:0.5x] [--epochs=2] \
       [--output_dir=benchmarks/results/autocompress_imagenet]
 
 Latency: host XNNPACK int8, 1 thread, every final file interleaved with the original in one
@@ -40,9 +40,9 @@ flags.DEFINE_string("model", "efficientnet_lite0", "Zoo model with an ImageNet c
 flags.DEFINE_integer("image_size", 224, "Input resolution.")
 flags.DEFINE_string("budget", "latency_ms:0.5x", "The budget every method meets.")
 flags.DEFINE_list("methods", ["netadapt", "uniform"], "Methods, in order.")
-flags.DEFINE_float("epochs", 3.0, "Distillation epochs after each search (same for every method).")
+flags.DEFINE_float("epochs", 2.0, "Distillation epochs after each search (same for every method).")
 flags.DEFINE_float("learning_rate", 1e-4, "Fine-tuning learning rate.")
-flags.DEFINE_float("step", 0.25, "Fraction of a group's channels one search proposal removes.")
+flags.DEFINE_float("step", 0.3, "Fraction of a group's channels one search proposal removes.")
 flags.DEFINE_integer("score_batches", 2, "Validation batches each proposal is scored on.")
 flags.DEFINE_integer("batch_size", 32, "Batch size (search scoring and fine-tune).")
 flags.DEFINE_bool("recalibrate_proposals", False, "Re-estimate BN before scoring each proposal (slower at 224 px).")
