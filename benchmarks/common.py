@@ -71,3 +71,20 @@ def write_results(output_dir: str, stem: str, payload: dict, text: str, start: f
     atomic.write_text(out / f"{stem}.md", text)
     print(text)
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')} ({seconds:.0f} s)")
+
+
+def arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of a whole (images, labels) dataset."""
+    images, labels = [], []
+    for x, y in dataset:
+        images.append(x.numpy())
+        labels.append(y.numpy())
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def tflite_top1(path, images: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 of a `.tflite` (path or bytes) through the interpreter."""
+    from nlighten_tf import fidelity
+
+    outputs = fidelity.tflite_outputs(path, images)
+    return float((outputs.argmax(-1) == labels.reshape(-1)).mean())
