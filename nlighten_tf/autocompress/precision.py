@@ -8,8 +8,9 @@ What precision can buy, measured with litert-quantizer 0.11 and ai-edge-litert 2
   activations and integer compute (its `static_wi4_ai8` policy; no DEQUANTIZE) among int8 ops,
   and the interpreter runs them on XNNPACK and on the builtin kernels with the same outputs.
   Such an op's weights take half the bytes. DEPTHWISE_CONV_2D has no int4 form.
-- latency: nothing. On the host those int4-weight ops run slower than int8, int16 activations
-  far slower, float ops about as fast: precision cannot buy milliseconds (refused below).
+- latency: nothing reliable. On the host, int4 weights in every such op made the file slower
+  on XNNPACK, int16 activations slower still, one op in float about as fast as int8 (and a
+  third larger): precision cannot buy milliseconds (refused below).
 - MAdds: unchanged by precision; Edge TPU on-chip memory: the Edge TPU runs int8 only.
 
 Method, after the channel search and its fine-tune (precision is a post-training choice on the
@@ -44,8 +45,8 @@ INT8_TARGETS = tuple(name for name in ("int8", "int8_float_io") if "litert" in t
 _REFUSED = {
     "madds": "precision does not change the MAdds counted from the graph",
     "edgetpu_sram_mib": "the Edge TPU runs int8 ops only (int4-weight ops would fall back to the CPU)",
-    "latency_ms": "on the host, int4-weight ops measured slower than int8 and int16-activation ops far slower; float "
-                  "ops no faster (docs/optimize.md, \"Auto-compression\"): precision cannot buy milliseconds",
+    "latency_ms": "on the host no per-op precision measured reliably faster than int8 (int4 weights and int16 "
+                  "activations slower; docs/optimize.md, \"Auto-compression\")",
 }  # fmt: skip
 
 

