@@ -86,7 +86,6 @@ def main(argv: list[str]) -> int:
     import os
     import tempfile
 
-    from nlighten_tf import data
     from nlighten_tf.autocompress import search as autocompress
     from nlighten_tf.bench.latency import measure_interleaved
     from nlighten_tf.keras_io import load_keras
@@ -95,10 +94,8 @@ def main(argv: list[str]) -> int:
 
     start = time.time()
     model = load_keras(Path(FLAGS.keras_model))
-    common_args = dict(image_size=32, batch_size=128, model="efficientnet_lite0", cache=True)
-    train, _ = data.load("fashion_mnist", "train[:95%]", seed=0, **common_args)
-    validation, _ = data.load("fashion_mnist", "train[95%:]", shuffle=False, **common_args)
-    test_images, test_labels = common.arrays(data.load("fashion_mnist", "test", shuffle=False, **common_args)[0])
+    train, validation, test = common.quickstart_splits()
+    test_images, test_labels = common.arrays(test)
     scratch = Path(tempfile.mkdtemp(prefix="autocompress_bench_"))
     out = Path(FLAGS.output_dir)
     meter = autocompress.CostMeter(autocompress.AutocompressConfig(budget="size_kb:0.5x"), train, scratch)

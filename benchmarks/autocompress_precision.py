@@ -103,16 +103,13 @@ def main(argv: list[str]) -> int:
     import os
     import tempfile
 
-    from nlighten_tf import data
     from nlighten_tf.autocompress import search as autocompress
     from nlighten_tf.keras_io import load_keras
     from nlighten_tf.optimize import training
 
     start = time.time()
     model = load_keras(Path(FLAGS.keras_model))
-    common_args = dict(image_size=32, batch_size=128, model="efficientnet_lite0", cache=True)
-    train, _ = data.load("fashion_mnist", "train[:95%]", seed=0, **common_args)
-    validation, _ = data.load("fashion_mnist", "train[95%:]", shuffle=False, **common_args)
+    train, validation, test = common.quickstart_splits()
     validation_images = common.arrays(validation)[0][:512]
     scratch = Path(tempfile.mkdtemp(prefix="autocompress_precision_"))
     out = Path(FLAGS.output_dir)
@@ -121,7 +118,7 @@ def main(argv: list[str]) -> int:
     if FLAGS.probe:
         payload["probe"] = probe(model, train, validation_images, scratch)
         _write(payload, out, start)
-    test_images, test_labels = common.arrays(data.load("fashion_mnist", "test", shuffle=False, **common_args)[0])
+    test_images, test_labels = common.arrays(test)
     for budget in FLAGS.budgets:
         for precision in FLAGS.precisions:
             config = autocompress.AutocompressConfig(

@@ -88,3 +88,15 @@ def tflite_top1(path, images: np.ndarray, labels: np.ndarray) -> float:
 
     outputs = fidelity.tflite_outputs(path, images)
     return float((outputs.argmax(-1) == labels.reshape(-1)).mean())
+
+
+def quickstart_splits() -> tuple:
+    """Fashion-MNIST at 32 px as the auto-compression benchmarks use it: (train: the first 95% of
+    the training images, validation: the last 5%, where every choice is made; test)."""
+    from nlighten_tf import data
+
+    common_args = dict(image_size=32, batch_size=128, model="efficientnet_lite0", cache=True)
+    train, _ = data.load("fashion_mnist", "train[:95%]", seed=0, **common_args)
+    validation, _ = data.load("fashion_mnist", "train[95%:]", shuffle=False, **common_args)
+    test, _ = data.load("fashion_mnist", "test", shuffle=False, **common_args)
+    return train, validation, test
