@@ -3,6 +3,8 @@ alone cannot reach at the chosen floor is met on the final file by int4 weights 
 the file's weight tensors are of the recorded types, its outputs follow the compressed float
 model, and combinations that cannot work are one clear error."""
 
+import json
+
 import pytest
 
 from nlighten_tf import fidelity
@@ -47,7 +49,7 @@ def trained(splits):
 
 
 @pytest.mark.slow
-def test_size_budget_beyond_channels_alone_is_met_by_int4_weights(trained, splits):
+def test_size_budget_beyond_channels_alone_is_met_by_int4_weights(trained, splits, tmp_path):
     train, validation = splits
     options = {"min_keep": 0.85, "step": 0.34, "score_batches": 1, "calibration_samples": 32,
                "recalibrate_proposals": False, "quantizer": "litert"}  # fmt: skip
@@ -75,3 +77,8 @@ def test_size_budget_beyond_channels_alone_is_met_by_int4_weights(trained, split
     images = next(iter(validation))[0].numpy()
     agreement = fidelity.compare(result.model.predict(images, verbose=0), fidelity.tflite_outputs(result.flatbuffer, images))
     assert agreement["top1_agreement"] >= 0.85, agreement
+    # result.json and report.md carry the per-op precisions.
+    autocompress.write_outputs(result, tmp_path, save_keras=False)
+    written = json.loads((tmp_path / "result.json").read_text())["per_op_precision"]
+    assert [row["precision"] for row in written["ops"]] == [row["precision"] for row in chosen["ops"]]
+    assert f"{chosen['int4_ops']} of {chosen['eligible_ops']} CONV_2D/FULLY_CONNECTED ops at int4" in (tmp_path / "report.md").read_text()
