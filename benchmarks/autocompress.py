@@ -86,7 +86,6 @@ def main(argv: list[str]) -> int:
     import os
     import tempfile
 
-    from nlighten_tf import data
     from nlighten_tf.autocompress import search as autocompress
     from nlighten_tf.bench.latency import measure_interleaved
     from nlighten_tf.keras_io import load_keras
@@ -95,16 +94,14 @@ def main(argv: list[str]) -> int:
 
     start = time.time()
     model = load_keras(Path(FLAGS.keras_model))
-    common_args = dict(image_size=32, batch_size=128, model="efficientnet_lite0", cache=True)
-    train, _ = data.load("fashion_mnist", "train[:95%]", seed=0, **common_args)
-    validation, _ = data.load("fashion_mnist", "train[95%:]", shuffle=False, **common_args)
-    test_images, test_labels = _arrays(data.load("fashion_mnist", "test", shuffle=False, **common_args)[0])
+    train, validation, test = common.quickstart_splits()
+    test_images, test_labels = common.arrays(test)
     scratch = Path(tempfile.mkdtemp(prefix="autocompress_bench_"))
     out = Path(FLAGS.output_dir)
     meter = autocompress.CostMeter(autocompress.AutocompressConfig(budget="size_kb:0.5x"), train, scratch)
     original_file = scratch / "original.tflite"
     meter.export(model, original_file)
-    original = {"madds": count_madds(model), "test_int8_accuracy": _top1(original_file, test_images, test_labels)}
+    original = {"madds": count_madds(model), "test_int8_accuracy": common.tflite_top1(original_file, test_images, test_labels)}
     print(f"original: int8 test top-1 {100 * original['test_int8_accuracy']:.2f}%", flush=True)
     rows, files = [], []
     for budget in FLAGS.budgets:
@@ -130,7 +127,7 @@ def main(argv: list[str]) -> int:
                 "budget": budget, "method": method, "met": report["met"],
                 "achieved": round(report["achieved"]["in_budget_terms"], 4), "madds_ratio": report["madds"] / original["madds"],
                 "size_kb": len(result.flatbuffer) / 1024, "val_accuracy": report["validation"]["final"]["accuracy"],
-                "test_int8_accuracy": _top1(path, test_images, test_labels),
+                "test_int8_accuracy": common.tflite_top1(path, test_images, test_labels),
                 "search_s": round(report["search_seconds"]), "total_s": round(time.time() - began),
                 "load": round(load, 1), "choices": {g: c["kept"] for g, c in report["choices"].items()},
                 "rounds": report["rounds"],
@@ -156,23 +153,6 @@ def _write(rows, original, out: Path, start: float) -> None:
     plotted = [r for r in rows if "test_int8_accuracy" in r and ("latency_ratio" in r or not r["budget"].startswith("lat"))]
     if plotted:
         _plot(plotted, out / "autocompress.png")
-
-
-def _arrays(dataset):
-    import numpy as np
-
-    images, labels = [], []
-    for x, y in dataset:
-        images.append(x.numpy())
-        labels.append(y.numpy())
-    return np.concatenate(images), np.concatenate(labels)
-
-
-def _top1(path, images, labels) -> float:
-    from nlighten_tf import fidelity
-
-    outputs = fidelity.tflite_outputs(path, images)
-    return float((outputs.argmax(-1) == labels.reshape(-1)).mean())
 
 
 if __name__ == "__main__":

@@ -71,3 +71,32 @@ def write_results(output_dir: str, stem: str, payload: dict, text: str, start: f
     atomic.write_text(out / f"{stem}.md", text)
     print(text)
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')} ({seconds:.0f} s)")
+
+
+def arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of a whole (images, labels) dataset."""
+    images, labels = [], []
+    for x, y in dataset:
+        images.append(x.numpy())
+        labels.append(y.numpy())
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def tflite_top1(path, images: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 of a `.tflite` (path or bytes) through the interpreter."""
+    from nlighten_tf import fidelity
+
+    outputs = fidelity.tflite_outputs(path, images)
+    return float((outputs.argmax(-1) == labels.reshape(-1)).mean())
+
+
+def quickstart_splits() -> tuple:
+    """Fashion-MNIST at 32 px as the auto-compression benchmarks use it: (train: the first 95% of
+    the training images, validation: the last 5%, where every choice is made; test)."""
+    from nlighten_tf import data
+
+    common_args = dict(image_size=32, batch_size=128, model="efficientnet_lite0", cache=True)
+    train, _ = data.load("fashion_mnist", "train[:95%]", seed=0, **common_args)
+    validation, _ = data.load("fashion_mnist", "train[95%:]", shuffle=False, **common_args)
+    test, _ = data.load("fashion_mnist", "test", shuffle=False, **common_args)
+    return train, validation, test

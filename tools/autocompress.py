@@ -3,13 +3,16 @@ latency, a MAdds or an Edge TPU on-chip-memory budget (docs/optimize.md, "Auto-c
 
   python tools/autocompress.py --keras_model=trained/model.h5 --data=fashion_mnist --budget=latency_ms:0.5x \
       [--device=host|rpi-aarch64] [--epochs=1] [--output_dir=autocompressed]
+  python tools/autocompress.py --keras_model=trained/model.h5 --budget=size_kb:0.35x --quantizer=litert --precision=search
   python tools/autocompress.py --model=mobilenet_v2 --weights=imagenet --data=tfds:imagenette --budget=madds:0.5x
 
 Choices are made on --validation (a fraction carved from the end of the training split); the
 --eval_split (test) accuracy is measured once, at the end. Writes DIR/result.json (budget,
 achieved — measured on the final file or device —, met, validation and test accuracy, channels
-kept per group), model.h5, model.tflite, report.md and choices.png. Ctrl-C stops at the next
-step and writes nothing half-done (exit status 130).
+kept per group; with --precision=search each op's weight precision), model.h5, model.tflite,
+report.md and choices.png. Ctrl-C stops at the next step and writes nothing half-done (exit
+status 130). A size budget past what channels alone can reach: add --quantizer=litert
+--precision=search (int4 weights per op, docs/optimize.md).
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ flags.DEFINE_integer("eval_limit", None, "Only the first N evaluation examples."
 stage_types.define_flags(
     stage_types.get("autocompress").keys,
     ["budget", "device", "target", "method", "criterion", "channel_multiple", "min_keep", "step", "score_batches",
-     "distill", "tolerance", "latency_runs", "threads", "calibration_samples", "bn_recalibration_batches", "recalibrate_proposals",
-     "freeze_batch_norm", "epochs", "learning_rate"],
+     "distill", "tolerance", "latency_runs", "threads", "calibration_samples", "bn_recalibration_batches",
+     "recalibrate_proposals", "freeze_batch_norm", "quantizer", "precision", "precision_share", "precision_examples",
+     "epochs", "learning_rate"],
 )  # fmt: skip
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("output_dir", "autocompressed", "Where result.json, the model, the .tflite and the report go.")
@@ -90,7 +94,8 @@ def _autocompress(argv: list[str]) -> int:
             step=FLAGS.step, score_batches=FLAGS.score_batches, distill=FLAGS.distill, tolerance=FLAGS.tolerance,
             latency_runs=FLAGS.latency_runs, threads=FLAGS.threads, calibration_samples=FLAGS.calibration_samples,
             bn_recalibration_batches=FLAGS.bn_recalibration_batches, recalibrate_proposals=FLAGS.recalibrate_proposals,
-            freeze_batch_norm=FLAGS.freeze_batch_norm,
+            freeze_batch_norm=FLAGS.freeze_batch_norm, quantizer=FLAGS.quantizer, precision=FLAGS.precision,
+            precision_share=FLAGS.precision_share, precision_examples=FLAGS.precision_examples,
         )  # fmt: skip
         train_config = training.TrainConfig(epochs=FLAGS.epochs, learning_rate=FLAGS.learning_rate,
                                             verbose=0 if keras_verbosity() == 2 else 1)  # fmt: skip

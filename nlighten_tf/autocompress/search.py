@@ -28,8 +28,8 @@ Method: NetAdapt (Yang et al. 2018), adapted to one trained model and a CPU:
 same estimate, with the same measurement and correction loop and the same fine-tune.
 
 Choices are made on validation data the caller carves from its training data; the test
-split is for the caller to report once at the end. Precision per layer is not searched: that
-waits for the LiteRT Quantizer backend.
+split is for the caller to report once at the end. Precision per op (int4 weights inside an
+int8 file, size budgets, precision=search): `precision`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ import tensorflow as tf
 import tf_keras
 
 from nlighten_tf import interrupts
-from nlighten_tf.autocompress import budgets
+from nlighten_tf.autocompress import budgets, precision
+from nlighten_tf.export import litert_backend
 from nlighten_tf.export import targets as targets_lib
 from nlighten_tf.keras_utils import copy_model
 from nlighten_tf.models.complexity import count_madds, count_params
@@ -106,6 +107,13 @@ class AutocompressConfig:
     recalibrate_proposals: bool = documented(True, "re-estimate BatchNorm statistics (one training batch) before "
                                              "scoring each proposal: slower, ranks proposals by what fine-tuning "
                                              "can keep")
+    quantizer: str = documented("auto", "who writes the measured files: the TF converter, LiteRT Quantizer (litert) "
+                                "or auto (the converter where it can)", choices=litert_backend.QUANTIZERS)
+    precision: str = documented("fixed", "fixed: every op at the target's precision; search (size_kb, quantizer litert, "
+                                "int8 targets): int4 weights per op where they buy the budget", choices=precision.PRECISIONS)
+    precision_share: float = documented(0.5, "precision=search: the share (log scale) of the most int4 weights can save "
+                                        "that they are to buy; the channel search aims at the rest")
+    precision_examples: int = documented(256, "precision=search: validation images each op's int4 noise is scored on")
     max_corrections: int = 4
     log_every: int = 5  # progress line every this many steps
 
@@ -131,6 +139,9 @@ class AutocompressConfig:
             raise ValueError(f"bn_recalibration_batches must be >= 0, got {self.bn_recalibration_batches}")
         if not 0.0 <= self.tolerance < 0.5:
             raise ValueError(f"tolerance must be in [0, 0.5), got {self.tolerance}")
+        if self.precision_examples < 1:
+            raise ValueError(f"precision_examples must be >= 1, got {self.precision_examples}")
+        precision.check(self)
 
     @property
     def parsed_budget(self) -> budgets.Budget:
@@ -189,7 +200,7 @@ class CostMeter:
         from nlighten_tf.export import tflite
 
         calibration = self.calibration if targets_lib.get_target(self.target).needs_calibration else None
-        flatbuffer, _ = tflite.convert(model, self.target, calibration)
+        flatbuffer, _ = tflite.convert(model, self.target, calibration, quantizer=self.config.quantizer)
         atomic.write_bytes(path, flatbuffer)
         return flatbuffer
 
@@ -361,10 +372,19 @@ def _autocompress(model, config, train, validation, train_config, workdir, log, 
     floors = {g: rounded_count(config.min_keep, sizes[g], config.channel_multiple) for g in groups}
     estimator = Estimator(budget.kind, cgraph)
     estimator.calibrate(model, meter, groups, config.channel_multiple, log)
-    if estimator({g: floors[g] for g in groups}) > target:
+    channel_target, precision_pass, extra = target, None, {}
+    if config.precision == "search":  # int4 weights are to buy part of the reduction: channels aim higher
+        precision_pass = precision.PrecisionPass(config.target, meter.calibration, validation, config.precision_examples, log)
+        all_int4 = precision_pass.all_int4_ratio(model)
+        channel_target = precision.channel_target(target, all_int4, config.precision_share)
+        extra = {"all_int4_ratio": all_int4, "precision_share": config.precision_share, "channel_target": channel_target}
+        log(f"  precision: every eligible op at int4 weights gives {all_int4:.1%} of the int8 file; the channel search "
+            f"aims at {channel_target:.1%}")  # fmt: skip
+    if estimator({g: floors[g] for g in groups}) > channel_target:
         raise ValueError(
             f"budget {budget} is unreachable by channel pruning: every group at min_keep={config.min_keep:g} is still "
-            f"estimated at {estimator(floors):.1%} of the original (lower min_keep or raise the budget)"
+            f"estimated at {estimator(floors):.1%} of the original (lower min_keep or raise the budget"
+            + (f"; the channel search aims at {channel_target:.1%}, raise precision_share" if precision_pass else "") + ")"
         )
     scores = channel_scores(model, config.criterion, cgraph=cgraph)
     work = copy_model(model)
@@ -377,7 +397,7 @@ def _autocompress(model, config, train, validation, train_config, workdir, log, 
             pass
     search = _Search(config, cgraph, groups, floors, estimator, scores, work, score, log, bn_data)
     counts = {g: sizes[g] for g in groups}
-    aim, rounds, history = target, [], []
+    aim, rounds, history = channel_target, [], []
     candidate = model
     for correction in range(config.max_corrections + 1):
         counts = search.run(counts, aim, history) if config.method == "netadapt" else search.uniform(aim)
@@ -389,10 +409,10 @@ def _autocompress(model, config, train, validation, train_config, workdir, log, 
                        "measured": measured.value})  # fmt: skip
         log(f"  built and measured: {measured.ratio:.1%} of the original ({measured.value:,.4g} {unit}); estimated "
             f"{estimate:.1%}")  # fmt: skip
-        if measured.ratio <= target or correction == config.max_corrections:
+        if measured.ratio <= channel_target or correction == config.max_corrections:
             break
         # The estimate was optimistic here: aim lower by the observed ratio and continue.
-        aim = aim * target / measured.ratio
+        aim = aim * channel_target / measured.ratio
         log(f"  over the budget: aiming the estimate at {aim:.1%} (correction {correction + 1}/{config.max_corrections})")
     search_seconds = time.time() - start
     if config.bn_recalibration_batches:
@@ -412,7 +432,13 @@ def _autocompress(model, config, train, validation, train_config, workdir, log, 
         if config.bn_recalibration_batches:  # a short fine-tune leaves the moving statistics stale
             training.recalibrate_batch_norm(tuned, train, config.bn_recalibration_batches)
     flatbuffer_path = workdir / "final.tflite"
-    flatbuffer = meter.export(tuned, flatbuffer_path)
+    if precision_pass is None:
+        flatbuffer = meter.export(tuned, flatbuffer_path)
+    else:  # the written file is the measured one
+        from nlighten_tf import io as atomic
+
+        flatbuffer, extra["per_op_precision"] = precision_pass.close_gap(tuned, target * original.value * budgets.UNITS["size_kb"])
+        atomic.write_bytes(flatbuffer_path, flatbuffer)
     final = meter.measure([tuned], [flatbuffer_path] if budget.kind != "madds" else None)[0]
     achieved = final.ratio if budget.relative else final.value
     limit = budget.value
@@ -432,7 +458,7 @@ def _autocompress(model, config, train, validation, train_config, workdir, log, 
                        "final": validation_results, "score_batches": config.score_batches},
         "choices": choices, "rounds": rounds, "steps": history, "estimate_table": estimator.table,
         "search_seconds": search_seconds, "seconds": time.time() - start, "fine_tune_epochs": base.epochs if base else 0.0,
-        "distill": config.distill,
+        "distill": config.distill, "quantizer": config.quantizer, "precision": config.precision, **extra,
     }  # fmt: skip
     verdict = "met" if met else f"NOT met ({100 * report['over_budget']:+.1f}%)"
     log(f"  final: {final.ratio:.1%} of the original ({final.value:,.4g} {unit}), budget {verdict}; validation "
@@ -585,6 +611,8 @@ def markdown_report(report: Mapping[str, Any]) -> str:
     lines.append(f"- search {report['search_seconds']:.0f} s, total {report['seconds']:.0f} s")
     lines += ["", "## Measured against estimated", "", markdown_table(report["rounds"]), "", "## Channels kept", ""]
     lines.append(markdown_table([{"group": g, **c} for g, c in report["choices"].items()]))
+    if "per_op_precision" in report:
+        lines += precision.markdown_lines(report)
     return "\n".join(lines) + "\n"
 
 

@@ -132,7 +132,9 @@ def _note(target: Any) -> str:
 
 
 def _recipe(target_name: str, promoted: dict[str, str] | None = None) -> Any:
-    """A `RecipeManager` for a target; `promoted` maps op scopes to "int8"/"int16"/"float" (mixed)."""
+    """A `RecipeManager` for a target; `promoted` maps op scopes to "int8"/"int16"/"float" (mixed)
+    or "int4" (int4 weights, int8 activations and integer compute: CONV_2D and FULLY_CONNECTED
+    only, litert-quantizer 0.11's `static_wi4_ai8` policy)."""
     from litert_quantizer import qtyping, recipe_manager
 
     ops = qtyping.TFLOperationName
@@ -147,6 +149,8 @@ def _recipe(target_name: str, promoted: dict[str, str] | None = None) -> Any:
         regex = "^" + re.escape(scope) + "$"
         if precision == "float":
             manager.add_quantization_config(regex, ops.ALL_SUPPORTED, algorithm_key="no_quantize")
+        elif precision == "int4":
+            manager.add_static_config(regex, ops.ALL_SUPPORTED, 8, 4)
         else:
             manager.add_static_config(regex, ops.ALL_SUPPORTED, 16 if precision == "int16" else 8, 8)
     if target_name != "int8":
@@ -154,6 +158,21 @@ def _recipe(target_name: str, promoted: dict[str, str] | None = None) -> Any:
         for end in (ops.INPUT, ops.OUTPUT):
             manager.add_quantization_config(".*", end, algorithm_key="no_quantize")
     return manager
+
+
+def calibrate(
+    float_tflite: bytes, target_name: str, representative_dataset: Callable[[], Iterator[list[np.ndarray]]]
+) -> Any:
+    """Activation ranges of the float32 file for `target_name` (`_calibrate`), to quantize it
+    many times with different per-op precisions (`quantize_ops`)."""
+    samples = [list(example) for example in representative_dataset()]
+    return _calibrate(float_tflite, _recipe(target_name), samples, _input_names(float_tflite))
+
+
+def quantize_ops(float_tflite: bytes, target_name: str, calibration: Any, precisions: dict[str, str]) -> bytes:
+    """The float32 file quantized as `target_name` except the ops in `precisions` (op scope as
+    `op_scopes` gives it -> "int8", "int16", "float" or "int4")."""
+    return _run(float_tflite, _recipe(target_name, precisions), calibration)
 
 
 def _quantizer(float_tflite: bytes, manager: Any) -> Any:

@@ -346,7 +346,8 @@ register(StageType(
     "searches per-group channel counts that fit a `budget` (file size, device latency, MAdds or Edge TPU on-chip "
     "memory; docs/optimize.md, \"Auto-compression\"), measured on the exported file or the device, choosing on "
     "the validation split (training batches without one); then fine-tunes for `epochs` (distilled from the "
-    "original) and writes the measured `.tflite`, result.json, report.md and choices.png. Needs a trained model; "
+    "original) and writes the measured `.tflite`, result.json, report.md and choices.png. Size budgets can also "
+    "put int4 weights in some ops (`precision: search`, `quantizer: litert`). Needs a trained model; "
     "must come before `prune`/`cluster`",
     _STAGES + "run_autocompress", technique=autocompress.AutocompressConfig,
     training={"epochs": 1.0, "learning_rate": 5e-4},
