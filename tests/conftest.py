@@ -1,6 +1,9 @@
 """Shared test set-up: legacy Keras must be selected before anything imports TensorFlow."""
 
+import functools
 import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +38,47 @@ def zoo_pair(tmp_path_factory):
     from tests.export import artifacts
 
     return artifacts.zoo_pair(tmp_path_factory)
+
+
+# Scheduling under pytest-xdist (`make test` runs `-n 2`). xdist's default `--dist load` hands
+# out single tests, so two tests of one module sharing a module-scoped fixture (a trained or
+# exported model) often land on different workers, and each worker builds that fixture: in a
+# full run the cluster chain's pruned and clustered models, for one, were built twice. Under a
+# plain `-n` the tests of a file that defines a module-scoped fixture (this suite defines them
+# in test files only, never in a conftest) go to one worker, as one unit; every other test
+# is handed out on its own. xdist's own `loadgroup` marks would say the same per test, but
+# with pytest 9 they are lost (xdist 3.8 renames the node through an attribute pytest 9 no
+# longer reads). An explicit `--dist` is kept.
+MODULE_FIXTURE = re.compile(r"fixture\(\s*scope=[\"']module[\"']")
+
+
+@functools.cache
+def defines_a_module_fixture(path: str) -> bool:
+    return bool(MODULE_FIXTURE.search(Path(path).read_text()))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "load" or "--dist" in " ".join(config.invocation_params.args):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleFixtureScheduling(LoadScopeScheduling):
+        """Units of work: a whole file where it defines a module-scoped fixture, else one test.
+        Units of several tests are sent first (xdist orders units by their number of tests)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if defines_a_module_fixture(str(config.rootpath / path)) else nodeid
+
+    return ModuleFixtureScheduling(config, log)
+
+
+# In each worker, slow tests are collected first, so xdist hands them out first: a long test
+# started last would leave the other core idle at the end of the run.
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 # Under CI (`CI` set, as .ci/run runs it) every test must run: a skip there means a missing

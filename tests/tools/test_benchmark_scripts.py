@@ -50,9 +50,12 @@ def test_channel_pruning_script(tmp_path):
 
 @pytest.mark.slow
 def test_compression_script(tmp_path, imagenet_home):
-    run_script("compression.py", "--calibration_samples=4", f"--output_dir={tmp_path}", env=imagenet_home)
+    # Two upscaled digits and Fashion-MNIST images beside the photo crops (not 200 of each):
+    # every one of the 7 files is run on each at 224 px, and the figures are not checked here.
+    run_script("compression.py", "--calibration_samples=4", "--per_set=2", f"--output_dir={tmp_path}", env=imagenet_home)
     payload = results(tmp_path, "compression")
     assert payload["rows"] and payload["weights"] == "imagenet"
+    assert payload["reference_images"]["digits"] == payload["reference_images"]["fashion_mnist"] == 2
 
 
 @pytest.mark.slow
