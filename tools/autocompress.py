@@ -10,8 +10,8 @@ latency, a MAdds or an Edge TPU on-chip-memory budget (docs/optimize.md, "Auto-c
 Choices are made on --validation (a fraction carved from the end of the training split); the
 --eval_split (test) accuracy is measured once, at the end. Writes DIR/result.json (budget,
 achieved — measured on the final file or device —, met, validation and test accuracy, channels
-kept per group, sparsity per kernel on a sparse target), model.h5, model.tflite, report.md,
-choices.png and, on a sparse target, sparsity.png. Ctrl-C stops at the next
+kept per group, sparsity per kernel on a sparse target), model.h5, model.tflite, report.md and
+choices.png. Ctrl-C stops at the next
 step and writes nothing half-done (exit status 130).
 """
 

@@ -614,10 +614,6 @@ def write_outputs(result: AutocompressResult, output_dir: str | os.PathLike[str]
         written["model"] = str(out / "model.h5")
     written["tflite"] = str(atomic.write_bytes(out / "model.tflite", result.flatbuffer))
     written["plot"] = plot_choices(report, out / "choices.png")
-    if report.get("sparsity"):
-        from nlighten_tf.autocompress import sparsity
-
-        written["sparsity_plot"] = sparsity.plot(report, out / "sparsity.png")
     written["report"] = str(atomic.write_text(out / "report.md", markdown_report(report)))
     written["result"] = str(atomic.write_json(out / "result.json", report))
     return written
@@ -655,18 +651,24 @@ def markdown_report(report: Mapping[str, Any]) -> str:
 
 
 def plot_choices(report: Mapping[str, Any], path: str | os.PathLike[str]) -> str:
-    """Keep ratio per channel group, in network order."""
+    """Keep ratio per channel group and, on a sparse target, zeros per kernel (red: stored
+    sparse), in network order."""
     from nlighten_tf.render import pyplot, save_figure
 
     plt = pyplot()
-    names = list(report["choices"])
-    ratios = [100 * report["choices"][n]["ratio"] for n in names]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * len(names)), 4.2))
-    ax.bar(range(len(names)), ratios, color="#4c72b0")
-    ax.set_xticks(range(len(names)), names, rotation=75, fontsize=7, ha="right")
-    ax.set_ylabel("channels kept (%)")
-    ax.set_ylim(0, 105)
-    ax.set_title(f"{report['method']} to {report['budget']['text']}: channels kept per group")
-    ax.grid(True, axis="y", alpha=0.3)
+    panels = [("choices", "ratio", "channels kept (%)", "channels kept per group")]
+    if report.get("sparsity"):
+        panels.append(("sparsity", "final_sparsity", "zeros in the kernel (%)", "zeros per kernel (red: stored sparse)"))
+    width = max(len(report[key]) for key, *_ in panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6.0, 0.32 * width), 4.2 * len(panels)), squeeze=False)
+    for ax, (key, field, label, title) in zip(axes[:, 0], panels, strict=True):
+        names = list(report[key])
+        colours = ["#c44e52" if report[key][n].get("stored_sparse") else "#4c72b0" for n in names]
+        ax.bar(range(len(names)), [100 * report[key][n][field] for n in names], color=colours)
+        ax.set_xticks(range(len(names)), names, rotation=75, fontsize=7, ha="right")
+        ax.set_ylabel(label)
+        ax.set_ylim(0, 105)
+        ax.set_title(f"{report['method']} to {report['budget']['text']}: {title}")
+        ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, os.fspath(path))

@@ -25,7 +25,6 @@ ConstantSparsity, `optimize.prune`), then strips the wrappers.
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -298,21 +297,3 @@ def report_lines(report: Mapping[str, Any]) -> list[str]:
     rows = [{"layer": n, **c} for n, c in chosen.items()]
     return ["", "## Sparsity per kernel (fraction of zeros; stored sparse from 30%)", "", markdown_table(rows)]
 
-
-def plot(report: Mapping[str, Any], path: str | os.PathLike[str]) -> str:
-    """Final sparsity per prunable kernel, in network order."""
-    from nlighten_tf.render import pyplot, save_figure
-
-    plt = pyplot()
-    names = list(report["sparsity"])
-    values = [100 * report["sparsity"][n]["final_sparsity"] for n in names]
-    colours = ["#c44e52" if report["sparsity"][n]["stored_sparse"] else "#8c8c8c" for n in names]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * len(names)), 4.2))
-    ax.bar(range(len(names)), values, color=colours)
-    ax.set_xticks(range(len(names)), names, rotation=75, fontsize=7, ha="right")
-    ax.set_ylabel("zeros in the kernel (%; red: stored sparse)")
-    ax.set_ylim(0, 100)
-    ax.set_title(f"{report['method']} to {report['budget']['text']}: sparsity per kernel")
-    ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    return save_figure(fig, os.fspath(path))
