@@ -15,9 +15,10 @@ table in docs/optimize.md, "Auto-compression"; TF 2.21):
 So sparse storage pays from ~55% zeros on a wide layer with uint8 indices, ~68% with uint16,
 and never on a small one (a 32x16 1x1 convolution, the 3x3 stem). `stored_bytes` is that
 model; `ByteModel` applies it per layer at any channel counts and checks it against one whole
-exported file. The search proposes, per layer, "this kernel to the next sparsity level that
-makes its stored bytes smaller" (`LEVELS`, lowest |w| zeroed, emulated exactly in the working
-copy), ranked with the channel proposals by validation loss per byte saved. The final
+exported file. The search proposes, per kernel, "this kernel to the next sparsity level that
+makes its stored bytes smaller" (`LEVELS`; far enough to save `step` of the way to the budget
+where it can), the lowest |w| zeroed, emulated exactly in the working copy, ranked with the
+channel proposals by validation loss per unit of file saved. The final
 fine-tune keeps each layer's sparsity (TFMOT `prune_low_magnitude` with a per-layer
 ConstantSparsity, `optimize.prune`), then strips the wrappers.
 """
