@@ -10,8 +10,14 @@ the 10k test images through the interpreter. Choices use the last 5% of the trai
 At the end, every final int8 file is timed again interleaved with the original (host XNNPACK,
 1 thread), so the latency columns of all rows come from one run.
 
+Size budgets on an int8 sparse target add per-kernel sparsity to the search and the second
+baseline, one sparsity for every prunable kernel (`uniform_sparsity`); their plot puts the
+measured file size (`size_ratio`, of the original target file) on the x axis:
+
   python benchmarks/autocompress.py --keras_model=runs/quickstart/01-train/model.h5 \
       [--budgets=madds:0.5x,latency_ms:0.5x] [--epochs=0.5] [--output_dir=benchmarks/results]
+  python benchmarks/autocompress.py --budgets=size_kb:0.5x,size_kb:0.3x --target=int8_sparse \
+      --methods=netadapt,uniform,uniform_sparsity --output_dir=benchmarks/results/autocompress_size
 
 Writes autocompress.json / .md / .png; each finished row is written at once, so an interrupted
 run keeps what it measured.
@@ -34,6 +40,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("keras_model", "runs/quickstart/01-train/model.h5", "The trained quickstart network (.h5).")
 flags.DEFINE_list("budgets", ["madds:0.5x", "latency_ms:0.5x"], "Budgets, in order.")
 flags.DEFINE_list("methods", ["netadapt", "uniform"], "Methods per budget.")
+flags.DEFINE_string("target", "int8", "The export target measured and written (int8_sparse: size budgets with sparsity).")
 flags.DEFINE_float("epochs", 0.5, "Fine-tuning epochs after each search (same for every method).")
 flags.DEFINE_float("learning_rate", 5e-4, "Fine-tuning learning rate.")
 flags.DEFINE_float("step", 0.2, "Fraction of a group's channels one search proposal removes.")
@@ -52,8 +59,8 @@ def _table(rows: list[dict], original: dict) -> str:
         "images. `achieved` is measured on the final file or graph (latency: host XNNPACK, 1 thread, interleaved with "
         "the original); `latency` is the closing interleaved run of every final file. Same fine-tune for every row."
     )  # fmt: skip
-    columns = ["budget", "method", "met", "achieved", "madds_ratio", "latency_ratio", "size_kb", "val_accuracy",
-               "test_int8_accuracy", "search_s", "load"]  # fmt: skip
+    columns = ["budget", "method", "met", "achieved", "madds_ratio", "latency_ratio", "size_kb", "size_ratio",
+               "val_accuracy", "test_int8_accuracy", "search_s", "load"]  # fmt: skip
     return f"{header}\n\n{markdown_table(rows, columns)}\n"
 
 
@@ -64,14 +71,15 @@ def _plot(rows: list[dict], path: Path) -> None:
     kinds = sorted({r["budget"].split(":")[0] for r in rows})
     fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 4.0), squeeze=False)
     for ax, kind in zip(axes[0], kinds, strict=True):
-        x_key = "latency_ratio" if kind == "latency_ms" else "madds_ratio"
-        for method, marker in (("netadapt", "o-"), ("uniform", "s--")):
+        x_key = {"latency_ms": "latency_ratio", "size_kb": "size_ratio"}.get(kind, "madds_ratio")
+        for method, marker in (("netadapt", "o-"), ("uniform", "s--"), ("uniform_sparsity", "^:")):
             chosen = sorted((r for r in rows if r["budget"].startswith(kind) and r["method"] == method),
                             key=lambda r: r[x_key])  # fmt: skip
             if chosen:
                 ax.plot([100 * r[x_key] for r in chosen], [100 * r["test_int8_accuracy"] for r in chosen], marker,
                         label=method)  # fmt: skip
-        ax.set_xlabel(f"{'host int8 latency' if kind == 'latency_ms' else 'MAdds'} (% of the original, measured)")
+        what = {"latency_ms": "host int8 latency", "size_kb": f"{FLAGS.target} file size"}.get(kind, "MAdds")
+        ax.set_xlabel(f"{what} (% of the original, measured)")
         ax.set_ylabel("int8 test top-1 (%)")
         ax.set_title(f"{kind} budgets")
         ax.grid(True, alpha=0.3)
@@ -98,16 +106,18 @@ def main(argv: list[str]) -> int:
     test_images, test_labels = common.arrays(test)
     scratch = Path(tempfile.mkdtemp(prefix="autocompress_bench_"))
     out = Path(FLAGS.output_dir)
-    meter = autocompress.CostMeter(autocompress.AutocompressConfig(budget="size_kb:0.5x"), train, scratch)
+    meter = autocompress.CostMeter(autocompress.AutocompressConfig(budget="size_kb:0.5x", target=FLAGS.target), train,
+                                   scratch)  # fmt: skip
     original_file = scratch / "original.tflite"
     meter.export(model, original_file)
-    original = {"madds": count_madds(model), "test_int8_accuracy": common.tflite_top1(original_file, test_images, test_labels)}
+    original = {"madds": count_madds(model), "test_int8_accuracy": common.tflite_top1(original_file, test_images, test_labels),
+                "target": FLAGS.target, "size_kb": original_file.stat().st_size / 1024}  # fmt: skip
     print(f"original: int8 test top-1 {100 * original['test_int8_accuracy']:.2f}%", flush=True)
     rows, files = [], []
     for budget in FLAGS.budgets:
         for method in FLAGS.methods:
             config = autocompress.AutocompressConfig(
-                budget=budget, method=method, step=FLAGS.step, score_batches=FLAGS.score_batches,
+                budget=budget, method=method, target=FLAGS.target, step=FLAGS.step, score_batches=FLAGS.score_batches,
                 latency_runs=FLAGS.latency_runs,
             )  # fmt: skip
             tuning = training.TrainConfig(epochs=FLAGS.epochs, learning_rate=FLAGS.learning_rate, verbose=0)
@@ -126,11 +136,14 @@ def main(argv: list[str]) -> int:
             rows.append({
                 "budget": budget, "method": method, "met": report["met"],
                 "achieved": round(report["achieved"]["in_budget_terms"], 4), "madds_ratio": report["madds"] / original["madds"],
-                "size_kb": len(result.flatbuffer) / 1024, "val_accuracy": report["validation"]["final"]["accuracy"],
+                "size_kb": len(result.flatbuffer) / 1024, "size_ratio": len(result.flatbuffer) / 1024 / original["size_kb"],
+                "val_accuracy": report["validation"]["final"]["accuracy"],
                 "test_int8_accuracy": common.tflite_top1(path, test_images, test_labels),
                 "search_s": round(report["search_seconds"]), "total_s": round(time.time() - began),
                 "load": round(load, 1), "choices": {g: c["kept"] for g, c in report["choices"].items()},
                 "rounds": report["rounds"],
+                **({"sparsity": {n: c["final_sparsity"] for n, c in report["sparsity"].items()}}
+                   if report.get("sparsity") else {}),
             })  # fmt: skip
             print(f"{budget} {method}: test int8 {100 * rows[-1]['test_int8_accuracy']:.2f}%", flush=True)
             # After every row, all final files so far against the original in one interleaved run.
@@ -147,7 +160,8 @@ def main(argv: list[str]) -> int:
 
 
 def _write(rows, original, out: Path, start: float) -> None:
-    payload = {"model": FLAGS.keras_model, "budgets": FLAGS.budgets, "epochs": FLAGS.epochs, "step": FLAGS.step,
+    payload = {"model": FLAGS.keras_model, "budgets": FLAGS.budgets, "target": FLAGS.target, "epochs": FLAGS.epochs,
+               "step": FLAGS.step,
                "score_batches": FLAGS.score_batches, "original": original, "rows": rows}  # fmt: skip
     common.write_results(str(out), "autocompress", payload, _table(rows, original), start)
     plotted = [r for r in rows if "test_int8_accuracy" in r and ("latency_ratio" in r or not r["budget"].startswith("lat"))]

@@ -5,14 +5,17 @@ latency, a MAdds or an Edge TPU on-chip-memory budget (docs/optimize.md, "Auto-c
       [--device=host|rpi-aarch64] [--epochs=1] [--output_dir=autocompressed]
   python tools/autocompress.py --keras_model=trained/model.h5 --budget=size_kb:0.35x --quantizer=litert --precision=search
   python tools/autocompress.py --model=mobilenet_v2 --weights=imagenet --data=tfds:imagenette --budget=madds:0.5x
+  python tools/autocompress.py --keras_model=trained/model.h5 --budget=size_kb:0.5x --target=int8_sparse \
+      [--method=netadapt|uniform|uniform_sparsity]   # per-kernel sparsity too (size budgets only)
 
 Choices are made on --validation (a fraction carved from the end of the training split); the
 --eval_split (test) accuracy is measured once, at the end. Writes DIR/result.json (budget,
 achieved — measured on the final file or device —, met, validation and test accuracy, channels
-kept per group; with --precision=search each op's weight precision), model.h5, model.tflite,
-report.md and choices.png. Ctrl-C stops at the next step and writes nothing half-done (exit
-status 130). A size budget past what channels alone can reach: add --quantizer=litert
---precision=search (int4 weights per op, docs/optimize.md).
+kept per group; sparsity per kernel on a sparse target; with --precision=search each op's weight
+precision), model.h5, model.tflite, report.md and choices.png. Ctrl-C stops at the next step and
+writes nothing half-done (exit status 130). A size budget past what channels alone can reach:
+add --target=int8_sparse (per-kernel sparsity) or --quantizer=litert --precision=search (int4
+weights per op); docs/optimize.md.
 """
 
 from __future__ import annotations

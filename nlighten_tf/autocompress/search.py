@@ -27,6 +27,11 @@ Method: NetAdapt (Yang et al. 2018), adapted to one trained model and a CPU:
 `method="uniform"` keeps one ratio for every group (the baseline), found by bisection on the
 same estimate, with the same measurement and correction loop and the same fine-tune.
 
+A `size_kb` budget on an int8 sparse target adds unstructured sparsity per kernel to the
+search (`sparsity`: proposals to the next sparsity level whose stored bytes are smaller,
+costed by a byte model of the converter's sparse storage) and `method="uniform_sparsity"`,
+one sparsity for every prunable kernel with channels whole, the second baseline.
+
 Choices are made on validation data the caller carves from its training data; the test
 split is for the caller to report once at the end. Precision per op (int4 weights inside an
 int8 file, size budgets, precision=search): `precision`.
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import tempfile
 import time
@@ -66,11 +72,13 @@ from nlighten_tf.optimize.channel_prune import (
 from nlighten_tf.optimize.distill import DistillConfig
 from nlighten_tf.optimize.fields import documented
 
-METHODS = ("netadapt", "uniform")
+METHODS = ("netadapt", "uniform", "uniform_sparsity")
 DEVICES = ("host", *budgets.EMULATED_DEVICES)
 CRITERIA = ("l1", "l2", "bn_gamma")  # data-free: scored once on the original model
-# Sparse storage is not searched yet, so a sparse target's bytes would not follow the estimate.
 DENSE_TARGETS = tuple(name for name, target in targets_lib.TARGETS.items() if not target.sparse)
+# int8 files with pruned kernels stored sparse: searched with per-kernel sparsity (`sparsity`), for
+# size budgets only (sparse storage makes files smaller, not faster; MAdds do not count zeros).
+SPARSE_TARGETS = tuple(n for n, t in targets_lib.TARGETS.items() if t.sparse and t.quantization == "full")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,9 +93,12 @@ class AutocompressConfig:
                              "of the original like 0.5x for any kind (docs/optimize.md, \"Auto-compression\")")
     device: str = documented("host", "where latency is measured (the emulated board takes relative budgets only)",
                              choices=DEVICES)
-    target: str = documented("int8", "the export target whose file is measured and written", choices=DENSE_TARGETS)
-    method: str = documented("netadapt", "netadapt: per-group search; uniform: one keep ratio for every group",
-                             choices=METHODS)
+    target: str = documented("int8", "the export target whose file is measured and written; the int8 sparse ones "
+                             "(size_kb budgets only) add per-kernel sparsity to the search",
+                             choices=(*DENSE_TARGETS, *SPARSE_TARGETS))
+    method: str = documented("netadapt", "netadapt: per-group search (and per-kernel sparsity on a sparse target); "
+                             "uniform: one keep ratio for every group; uniform_sparsity: one sparsity for every "
+                             "prunable kernel (sparse targets)", choices=METHODS)
     criterion: str = documented("l1", "which channels of a group go first", choices=CRITERIA)
     channel_multiple: int = documented(8, "kept channel counts are multiples of this")
     min_keep: float = documented(0.2, "lowest keep ratio of any group")
@@ -123,10 +134,17 @@ class AutocompressConfig:
             raise ValueError(f"unknown device {self.device!r}; valid: {', '.join(DEVICES)}")
         if self.device != "host" and parsed.kind != "latency_ms":
             raise ValueError(f"device {self.device!r} only matters to latency_ms budgets, not {parsed.kind}")
-        if self.target not in DENSE_TARGETS:
-            raise ValueError(f"target {self.target!r}: autocompress measures dense files; valid: {', '.join(DENSE_TARGETS)}")
+        if self.target in SPARSE_TARGETS and parsed.kind != "size_kb":
+            raise ValueError(f"target {self.target!r} stores pruned kernels sparse, which only a size_kb budget measures, "
+                             f"not {parsed.kind}: use a dense target ({', '.join(DENSE_TARGETS[:4])}, ...)")  # fmt: skip
+        if self.target not in DENSE_TARGETS + SPARSE_TARGETS:
+            raise ValueError(f"target {self.target!r}: autocompress measures dense files or int8 sparse ones; valid: "
+                             f"{', '.join(DENSE_TARGETS + SPARSE_TARGETS)}")  # fmt: skip
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
+        if self.method == "uniform_sparsity" and self.target not in SPARSE_TARGETS:
+            raise ValueError(f"method 'uniform_sparsity' needs a sparse target ({', '.join(SPARSE_TARGETS)}) and a "
+                             f"size_kb budget, not target {self.target!r}")  # fmt: skip
         if self.criterion not in CRITERIA:
             raise ValueError(f"unknown criterion {self.criterion!r}; valid: {', '.join(CRITERIA)}")
         check_keep("min_keep", self.min_keep)
@@ -380,12 +398,11 @@ def _autocompress(model, config, train, validation, train_config, workdir, log, 
         extra = {"all_int4_ratio": all_int4, "precision_share": config.precision_share, "channel_target": channel_target}
         log(f"  precision: every eligible op at int4 weights gives {all_int4:.1%} of the int8 file; the channel search "
             f"aims at {channel_target:.1%}")  # fmt: skip
-    if estimator({g: floors[g] for g in groups}) > channel_target:
-        raise ValueError(
-            f"budget {budget} is unreachable by channel pruning: every group at min_keep={config.min_keep:g} is still "
-            f"estimated at {estimator(floors):.1%} of the original (lower min_keep or raise the budget"
-            + (f"; the channel search aims at {channel_target:.1%}, raise precision_share" if precision_pass else "") + ")"
-        )
+    searcher = _Search
+    if config.target in SPARSE_TARGETS:  # a size budget (checked by the config): per-kernel sparsity too
+        from nlighten_tf.autocompress import sparsity
+
+        searcher = functools.partial(sparsity.SparsitySearch, byte_model=sparsity.byte_model(model, cgraph, meter, log))
     scores = channel_scores(model, config.criterion, cgraph=cgraph)
     work = copy_model(model)
     score = batch_scorer(work, validation, config.score_batches)
@@ -395,16 +412,22 @@ def _autocompress(model, config, train, validation, train_config, workdir, log, 
         bn_data = train.take(1).cache()
         for _ in bn_data:
             pass
-    search = _Search(config, cgraph, groups, floors, estimator, scores, work, score, log, bn_data)
+    search = searcher(config, cgraph, groups, floors, estimator, scores, work, score, log, bn_data)
+    lowest, how = search.reach()
+    if lowest > channel_target:
+        raise ValueError(
+            f"budget {budget} is unreachable by {'sparsity' if config.method == 'uniform_sparsity' else 'channel pruning'}"
+            f": {how} is still estimated at {lowest:.1%} of the original (lower min_keep or raise the budget"
+            + (f"; the channel search aims at {channel_target:.1%}, raise precision_share" if precision_pass else "") + ")"
+        )
     counts = {g: sizes[g] for g in groups}
     aim, rounds, history = channel_target, [], []
     candidate = model
     for correction in range(config.max_corrections + 1):
         counts = search.run(counts, aim, history) if config.method == "netadapt" else search.uniform(aim)
-        pruned = {g: k for g, k in counts.items() if k < sizes[g]}
-        candidate = prune_to_counts(model, pruned, scores, cgraph)
+        candidate = search.build(model, counts)
         measured = meter.measure([candidate])[0]
-        estimate = estimator(counts)
+        estimate = search.estimate(counts)
         rounds.append({"aim": aim, "estimated_ratio": estimate, "measured_ratio": measured.ratio,
                        "measured": measured.value})  # fmt: skip
         log(f"  built and measured: {measured.ratio:.1%} of the original ({measured.value:,.4g} {unit}); estimated "
@@ -422,13 +445,25 @@ def _autocompress(model, config, train, validation, train_config, workdir, log, 
     base = train_config
     if base is not None:
         log(f"  final fine-tune: {base.epochs:g} epochs" + (", distilled from the original" if config.distill else ""))
-        with training.frozen_batch_norm(candidate) if config.freeze_batch_norm else contextlib.nullcontext():
+        levels = search.sparsities()
+        prepare, keeping = (None, [])
+        if levels:  # each kernel held at its sparsity through the fine-tune (TFMOT), stripped after
+            from nlighten_tf.autocompress import sparsity
+
+            prepare, keeping = sparsity.keep_sparsity(levels, train, base)
+        with training.frozen_batch_norm(candidate) if config.freeze_batch_norm else contextlib.nullcontext([]) as frozen:
             if config.distill:
                 from nlighten_tf.optimize import distill
 
-                tuned = distill.distill(candidate, model, train, DistillConfig(), base, callbacks=callbacks).model
+                tuned = distill.distill(candidate, model, train, DistillConfig(), base,
+                                        callbacks=[*keeping, *callbacks], prepare=prepare).model  # fmt: skip
             else:
-                tuned, _ = training.fit(candidate, train, base, callbacks=callbacks)
+                tuned, _ = training.fit(candidate, train, base, callbacks=[*keeping, *callbacks], prepare=prepare)
+        if levels:
+            tuned = sparsity.strip(tuned, levels)
+        for layer in tuned.layers:  # copies of the frozen layers (a TFMOT wrapper's clone) train again too
+            if layer.name in frozen:
+                layer.trainable = True
         if config.bn_recalibration_batches:  # a short fine-tune leaves the moving statistics stale
             training.recalibrate_batch_norm(tuned, train, config.bn_recalibration_batches)
     flatbuffer_path = workdir / "final.tflite"
@@ -456,7 +491,7 @@ def _autocompress(model, config, train, validation, train_config, workdir, log, 
         "validation": {"before": {"loss": base_loss, "accuracy": base_accuracy},
                        "searched": {"loss": searched_loss, "accuracy": searched_accuracy},
                        "final": validation_results, "score_batches": config.score_batches},
-        "choices": choices, "rounds": rounds, "steps": history, "estimate_table": estimator.table,
+        "choices": choices, "sparsity": search.sparsity_report(tuned, counts), "rounds": rounds, "steps": history, "estimate_table": estimator.table,
         "search_seconds": search_seconds, "seconds": time.time() - start, "fine_tune_epochs": base.epochs if base else 0.0,
         "distill": config.distill, "quantizer": config.quantizer, "precision": config.precision, **extra,
     }  # fmt: skip
@@ -504,13 +539,41 @@ class _Search:
                    for g, k in counts.items() if k < self.sizes[g]}  # fmt: skip
         return zero_inputs(self.work, self.cgraph, removed)
 
+    def estimate(self, counts: Mapping[str, int]) -> float:
+        """The estimated cost of the search's state with `counts` (channels only here)."""
+        return self.estimator(counts)
+
+    def reach(self) -> tuple[float, str]:
+        """The lowest estimate the search can reach, and how."""
+        return self.estimate(self.floors), f"every group at min_keep={self.config.min_keep:g}"
+
+    def extra_proposals(self, counts: Mapping[str, int], now: float, aim: float, current_loss: float) -> list[tuple]:
+        """Proposals of other kinds than channels, as (loss per cost, name, value, cost, loss, accuracy)."""
+        return []
+
+    def accept(self, counts: dict[str, int], name: str, value: Any) -> dict[str, Any]:
+        """Applies the chosen proposal; returns what changed, for the history."""
+        entry = {"group": name, "from": counts[name], "to": value}
+        counts[name] = value
+        return entry
+
+    def build(self, model: tf_keras.Model, counts: Mapping[str, int]) -> tf_keras.Model:
+        """The model the search's state describes, built from `model`."""
+        return prune_to_counts(model, {g: k for g, k in counts.items() if k < self.sizes[g]}, self.scores, self.cgraph)
+
+    def sparsities(self) -> dict[str, float]:
+        return {}
+
+    def sparsity_report(self, model: tf_keras.Model, counts: Mapping[str, int]) -> dict[str, Any] | None:
+        return None
+
     def _thinner(self, counts: Mapping[str, int], group: str, aim: float) -> int:
         """The group's count after one proposal: `step` of its original width fewer (at least one
         channel multiple), not below its floor, and no further than the aim needs."""
         multiple = self.config.channel_multiple
         cut = max(multiple, int(round(self.config.step * self.sizes[group] / multiple)) * multiple)
         kept = max(self.floors[group], counts[group] - cut)
-        while kept + multiple < counts[group] and self.estimator({**counts, group: kept + multiple}) <= aim:
+        while kept + multiple < counts[group] and self.estimate({**counts, group: kept + multiple}) <= aim:
             kept += multiple  # the last step: stop at the budget, not past it
         return kept
 
@@ -518,7 +581,7 @@ class _Search:
         """Greedy steps until the estimate is <= aim: each thins the group whose proposal costs
         the least validation loss per unit of estimated cost saved."""
         counts = dict(counts)
-        while (now := self.estimator(counts)) > aim + 1e-9:
+        while (now := self.estimate(counts)) > aim + 1e-9:
             current_loss = self._score(counts)[0]
             proposals = []
             for group in self.groups:
@@ -527,20 +590,23 @@ class _Search:
                 if kept >= counts[group]:
                     continue  # at its floor
                 proposal = {**counts, group: kept}
-                cost = self.estimator(proposal)
+                cost = self.estimate(proposal)
                 if cost >= now:
                     continue  # thinning this group saves nothing measurable
                 loss, accuracy = self._score(proposal)
                 proposals.append(((loss - current_loss) / (now - cost), group, kept, cost, loss, accuracy))
+            proposals += self.extra_proposals(counts, now, aim, current_loss)
             if not proposals:
                 raise ValueError(f"the search is stuck at an estimated {now:.1%} of the original: every group is at "
                                  f"min_keep={self.config.min_keep:g} or saves nothing")  # fmt: skip
-            _, group, kept, cost, loss, accuracy = min(proposals)
-            history.append({"step": len(history) + 1, "group": group, "from": counts[group], "to": kept,
-                            "estimated_ratio": cost, "val_loss": loss, "val_accuracy": accuracy})  # fmt: skip
-            counts[group] = kept
+            _, name, value, cost, loss, accuracy = min(proposals)
+            change = self.accept(counts, name, value)
+            history.append({"step": len(history) + 1, **change, "estimated_ratio": cost, "val_loss": loss,
+                            "val_accuracy": accuracy})  # fmt: skip
             if len(history) % self.config.log_every == 0 or cost <= aim:
-                self.log(f"  step {len(history)}: {group} {history[-1]['from']} -> {kept} channels; estimated "
+                what = "channels" if "group" in change else "zeros"
+                self.log(f"  step {len(history)}: {change.get('group') or change['layer']} {change['from']:g} -> {value:g} "
+                         f"{what}; estimated "
                          f"{cost:.1%}, validation loss {loss:.4f}, accuracy {100 * accuracy:.2f}% "
                          f"({len(proposals)} proposals)")  # fmt: skip
         return counts
@@ -559,7 +625,7 @@ class _Search:
             else:
                 high = middle
         counts = counts_at(low)
-        self.log(f"  uniform keep ratio {low:.3f}: estimated {self.estimator(counts):.1%}")
+        self.log(f"  uniform keep ratio {low:.3f}: estimated {self.estimate(counts):.1%}")
         return counts
 
 
@@ -613,22 +679,32 @@ def markdown_report(report: Mapping[str, Any]) -> str:
     lines.append(markdown_table([{"group": g, **c} for g, c in report["choices"].items()]))
     if "per_op_precision" in report:
         lines += precision.markdown_lines(report)
+    if report.get("sparsity"):
+        from nlighten_tf.autocompress import sparsity
+
+        lines += sparsity.report_lines(report)
     return "\n".join(lines) + "\n"
 
 
 def plot_choices(report: Mapping[str, Any], path: str | os.PathLike[str]) -> str:
-    """Keep ratio per channel group, in network order."""
+    """Keep ratio per channel group and, on a sparse target, zeros per kernel (red: stored
+    sparse), in network order."""
     from nlighten_tf.render import pyplot, save_figure
 
     plt = pyplot()
-    names = list(report["choices"])
-    ratios = [100 * report["choices"][n]["ratio"] for n in names]
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * len(names)), 4.2))
-    ax.bar(range(len(names)), ratios, color="#4c72b0")
-    ax.set_xticks(range(len(names)), names, rotation=75, fontsize=7, ha="right")
-    ax.set_ylabel("channels kept (%)")
-    ax.set_ylim(0, 105)
-    ax.set_title(f"{report['method']} to {report['budget']['text']}: channels kept per group")
-    ax.grid(True, axis="y", alpha=0.3)
+    panels = [("choices", "ratio", "channels kept (%)", "channels kept per group")]
+    if report.get("sparsity"):
+        panels.append(("sparsity", "final_sparsity", "zeros in the kernel (%)", "zeros per kernel (red: stored sparse)"))
+    width = max(len(report[key]) for key, *_ in panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6.0, 0.32 * width), 4.2 * len(panels)), squeeze=False)
+    for ax, (key, field, label, title) in zip(axes[:, 0], panels, strict=True):
+        names = list(report[key])
+        colours = ["#c44e52" if report[key][n].get("stored_sparse") else "#4c72b0" for n in names]
+        ax.bar(range(len(names)), [100 * report[key][n][field] for n in names], color=colours)
+        ax.set_xticks(range(len(names)), names, rotation=75, fontsize=7, ha="right")
+        ax.set_ylabel(label)
+        ax.set_ylim(0, 105)
+        ax.set_title(f"{report['method']} to {report['budget']['text']}: {title}")
+        ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, os.fspath(path))

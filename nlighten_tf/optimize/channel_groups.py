@@ -387,7 +387,9 @@ def check_keep(cgraph: ChannelGraph, keep: Mapping[str, np.ndarray]) -> dict[str
     return checked
 
 
-def _indices(segments: Iterable[Segment], keep: Mapping[str, np.ndarray]) -> np.ndarray:
+def segment_indices(segments: Iterable[Segment], keep: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Positions kept along an axis made of `segments` (group, size), given each group's kept
+    indices (`keep`; groups not named keep every channel)."""
     parts, offset = [], 0
     for name, size in segments:
         parts.append(offset + (keep[name] if name in keep else np.arange(size)))
@@ -404,8 +406,8 @@ def slice_model(
 
     def replacement(node: graph_lib.Node):
         layer = node.layer
-        out_idx = _indices(cgraph.outputs[node.name], keep)
-        in_idx = _indices(cgraph.inputs[node.name][0], keep)
+        out_idx = segment_indices(cgraph.outputs[node.name], keep)
+        in_idx = segment_indices(cgraph.inputs[node.name][0], keep)
         config = layer.get_config()
         if type(layer) is layers.Conv2D:
             config["filters"] = len(out_idx)

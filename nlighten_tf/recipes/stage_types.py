@@ -344,7 +344,8 @@ def mixed_config(config: Any) -> litert_backend.MixedConfig:
 register(StageType(
     "autocompress",
     "searches per-group channel counts that fit a `budget` (file size, device latency, MAdds or Edge TPU on-chip "
-    "memory; docs/optimize.md, \"Auto-compression\"), measured on the exported file or the device, choosing on "
+    "memory; docs/optimize.md, \"Auto-compression\") and, for a size_kb budget on an int8 sparse `target`, "
+    "per-kernel sparsity, measured on the exported file or the device, choosing on "
     "the validation split (training batches without one); then fine-tunes for `epochs` (distilled from the "
     "original) and writes the measured `.tflite`, result.json, report.md and choices.png. Size budgets can also "
     "put int4 weights in some ops (`precision: search`, `quantizer: litert`). Needs a trained model; "

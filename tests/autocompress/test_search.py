@@ -12,8 +12,7 @@ from nlighten_tf.bench.latency import measure_interleaved
 from nlighten_tf.edgetpu import compat
 from nlighten_tf.export import tflite
 from nlighten_tf.models.complexity import count_madds
-from nlighten_tf.optimize import training
-from tests.optimize.conftest import digits, quick, tiny_lite
+from tests.optimize.conftest import quick
 
 
 @pytest.mark.parametrize(
@@ -40,23 +39,8 @@ def test_budgets_parse_and_emulated_latency_must_be_relative():
         budgets.parse_budget("latency_ms:3", "rpi-aarch64")
     with pytest.raises(ValueError, match="only matters to latency_ms budgets"):
         AutocompressConfig(budget="madds:0.5x", device="rpi-aarch64")
-    with pytest.raises(ValueError, match="autocompress measures dense files"):
+    with pytest.raises(ValueError, match="only a size_kb budget measures, not madds"):
         AutocompressConfig(target="int8_sparse")
-
-
-@pytest.fixture(scope="module")
-def splits():
-    # Choices on a validation split carved from the training images; the test split is unused.
-    return digits("train[:85%]", seed=1), digits("train[85%:]")
-
-
-@pytest.fixture(scope="module")
-def trained(splits):
-    train, _ = splits
-    model, _ = training.fit(tiny_lite(), train, quick(epochs=6, learning_rate=5e-3))
-    # 6 short epochs leave BatchNorm's moving statistics stale (accuracy at chance in inference).
-    training.recalibrate_batch_norm(model, train, 8)
-    return model
 
 
 def _run(model, splits, budget, **kwargs):
