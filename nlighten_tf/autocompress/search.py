@@ -45,27 +45,32 @@ import functools
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from nlighten_tf import interrupts
 from nlighten_tf.autocompress import budgets, precision
+from nlighten_tf.autocompress.greedy import ChannelSearch
+from nlighten_tf.autocompress.measure import (  # noqa: F401  (re-exported: callers measure with the search's meter)
+    DENSE_TARGETS,
+    SPARSE_TARGETS,
+    CostMeter,
+    Measurement,
+    representative,
+)
 from nlighten_tf.export import litert_backend
-from nlighten_tf.export import targets as targets_lib
 from nlighten_tf.keras_utils import copy_model
 from nlighten_tf.models.complexity import count_madds, count_params
 from nlighten_tf.optimize import training
-from nlighten_tf.optimize.channel_groups import ChannelGraph, analyze, restore, zero_inputs
+from nlighten_tf.optimize.channel_groups import ChannelGraph, analyze
 from nlighten_tf.optimize.channel_prune import (
     batch_scorer,
     channel_scores,
     check_keep,
-    kept_indices,
     prune_to_counts,
     rounded_count,
 )
@@ -75,10 +80,6 @@ from nlighten_tf.optimize.fields import documented
 METHODS = ("netadapt", "uniform", "uniform_sparsity")
 DEVICES = ("host", *budgets.EMULATED_DEVICES)
 CRITERIA = ("l1", "l2", "bn_gamma")  # data-free: scored once on the original model
-DENSE_TARGETS = tuple(name for name, target in targets_lib.TARGETS.items() if not target.sparse)
-# int8 files with pruned kernels stored sparse: searched with per-kernel sparsity (`sparsity`), for
-# size budgets only (sparse storage makes files smaller, not faster; MAdds do not count zeros).
-SPARSE_TARGETS = tuple(n for n, t in targets_lib.TARGETS.items() if t.sparse and t.quantization == "full")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,110 +169,6 @@ class AutocompressConfig:
     @property
     def measured_target(self) -> str:
         return "edgetpu" if self.parsed_budget.kind == "edgetpu_sram_mib" else self.target
-
-
-# --- Measurement ---------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Measurement:
-    value: float  # in the budget kind's unit (KiB, ms, MAdds, MiB)
-    ratio: float  # of the original model's cost, measured in the same run for latency
-
-
-def representative(data: tf.data.Dataset, samples: int) -> Callable[[], Iterator[list[np.ndarray]]]:
-    """A converter's representative dataset: the first `samples` images of `data`, read once."""
-    images = []
-    for element in data:
-        batch = element[0] if isinstance(element, tuple | list) else element
-        images.extend(np.asarray(batch, np.float32))
-        if len(images) >= samples:
-            break
-    if not images:
-        raise ValueError("calibration data for the export is empty")
-    images = images[:samples]
-
-    def generate() -> Iterator[list[np.ndarray]]:
-        for image in images:
-            yield [image[None]]
-
-    return generate
-
-
-class CostMeter:
-    """Exports and measures models for one budget kind on the target file / device."""
-
-    def __init__(self, config: AutocompressConfig, calibration: tf.data.Dataset, workdir: str | os.PathLike[str]):
-        self.config = config
-        self.kind = config.parsed_budget.kind
-        self.target = config.measured_target
-        self.calibration = representative(calibration, config.calibration_samples) if self.kind != "madds" or \
-            targets_lib.get_target(self.target).needs_calibration else None  # fmt: skip
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.original_file: Path | None = None
-        self.original: Measurement | None = None
-        self._count = 0
-
-    def export(self, model: tf_keras.Model, path: str | os.PathLike[str]) -> bytes:
-        from nlighten_tf import io as atomic
-        from nlighten_tf.export import tflite
-
-        calibration = self.calibration if targets_lib.get_target(self.target).needs_calibration else None
-        flatbuffer, _ = tflite.convert(model, self.target, calibration, quantizer=self.config.quantizer)
-        atomic.write_bytes(path, flatbuffer)
-        return flatbuffer
-
-    def _file(self, model: tf_keras.Model) -> Path:
-        self._count += 1
-        path = self.workdir / f"candidate{self._count}.tflite"
-        self.export(model, path)
-        return path
-
-    def _value_of_file(self, path: Path) -> float:
-        if self.kind == "size_kb":
-            return path.stat().st_size / budgets.UNITS["size_kb"]
-        from nlighten_tf.edgetpu import compat
-
-        return compat.analyse(os.fspath(path)).param_bytes / budgets.UNITS["edgetpu_sram_mib"]
-
-    def latencies(self, files: Sequence[Path]) -> list[float]:
-        """Median ms of each file, timed interleaved in one run on the device."""
-        if self.config.device == "host":
-            from nlighten_tf.bench.latency import measure_interleaved
-
-            runs = measure_interleaved(files, threads=self.config.threads, runs=self.config.latency_runs, warmup=5)
-            return [r.median_ms for r in runs]
-        from nlighten_tf.bench import devices
-
-        run = devices.run_models(self.config.device, files, threads=self.config.threads, runs=5, warmup=1)
-        return [float(np.median(m["times_ms"])) for m in run.models]
-
-    def start(self, model: tf_keras.Model) -> Measurement:
-        """Measures the original model (the reference of relative budgets)."""
-        if self.kind == "madds":
-            self.original = Measurement(float(count_madds(model)), 1.0)
-            return self.original
-        self.original_file = self.workdir / "original.tflite"
-        self.export(model, self.original_file)
-        if self.kind == "latency_ms":
-            value = self.latencies([self.original_file])[0]
-        else:
-            value = self._value_of_file(self.original_file)
-        self.original = Measurement(value, 1.0)
-        return self.original
-
-    def measure(self, models: Sequence[tf_keras.Model], files: Sequence[Path] | None = None) -> list[Measurement]:
-        """Each model's cost (exported here unless `files` are given)."""
-        assert self.original is not None, "call start() first"
-        if self.kind == "madds":
-            return [Measurement(float(count_madds(m)), count_madds(m) / self.original.value) for m in models]
-        files = list(files) if files is not None else [self._file(m) for m in models]
-        if self.kind == "latency_ms":
-            times = self.latencies([self.original_file, *files])
-            return [Measurement(t, t / times[0]) for t in times[1:]]
-        values = [self._value_of_file(f) for f in files]
-        return [Measurement(v, v / self.original.value) for v in values]
 
 
 # --- Cost estimates ------------------------------------------------------------------------
@@ -398,7 +295,7 @@ def _autocompress(model, config, train, validation, train_config, workdir, log, 
         extra = {"all_int4_ratio": all_int4, "precision_share": config.precision_share, "channel_target": channel_target}
         log(f"  precision: every eligible op at int4 weights gives {all_int4:.1%} of the int8 file; the channel search "
             f"aims at {channel_target:.1%}")  # fmt: skip
-    searcher = _Search
+    searcher = ChannelSearch
     if config.target in SPARSE_TARGETS:  # a size budget (checked by the config): per-kernel sparsity too
         from nlighten_tf.autocompress import sparsity
 
@@ -514,119 +411,6 @@ def _measured_on(kind: str, config: AutocompressConfig) -> str:
 
 def _loss_accuracy(model: tf_keras.Model, data: tf.data.Dataset, batches: int) -> tuple[float, float]:
     return batch_scorer(model, data, batches)()
-
-
-class _Search:
-    def __init__(self, config, cgraph, groups, floors, estimator, scores, work, score, log, bn_data):
-        self.config, self.cgraph, self.groups, self.floors = config, cgraph, groups, floors
-        self.estimator, self.scores, self.work, self.score, self.log = estimator, scores, work, score, log
-        self.sizes = cgraph.sizes()
-        self.bn_data = bn_data
-
-    def _score(self, counts: Mapping[str, int]) -> tuple[float, float]:
-        """Validation (loss, accuracy) of `counts`, emulated in `work` with its BatchNorm moving
-        statistics re-estimated first: without that, the stale statistics after a cut ranked
-        proposals by the damage they do before any fine-tune (EagleEye, Li et al. 2020)."""
-        saved = self._emulate(counts)
-        if self.bn_data is not None:
-            training.recalibrate_batch_norm(self.work, self.bn_data, 1)  # one batch: this runs per proposal
-        result = self.score()
-        restore(self.work, saved)
-        return result
-
-    def _emulate(self, counts: Mapping[str, int]) -> dict[str, list]:
-        removed = {g: np.setdiff1d(np.arange(self.sizes[g]), kept_indices(self.scores[g], k))
-                   for g, k in counts.items() if k < self.sizes[g]}  # fmt: skip
-        return zero_inputs(self.work, self.cgraph, removed)
-
-    def estimate(self, counts: Mapping[str, int]) -> float:
-        """The estimated cost of the search's state with `counts` (channels only here)."""
-        return self.estimator(counts)
-
-    def reach(self) -> tuple[float, str]:
-        """The lowest estimate the search can reach, and how."""
-        return self.estimate(self.floors), f"every group at min_keep={self.config.min_keep:g}"
-
-    def extra_proposals(self, counts: Mapping[str, int], now: float, aim: float, current_loss: float) -> list[tuple]:
-        """Proposals of other kinds than channels, as (loss per cost, name, value, cost, loss, accuracy)."""
-        return []
-
-    def accept(self, counts: dict[str, int], name: str, value: Any) -> dict[str, Any]:
-        """Applies the chosen proposal; returns what changed, for the history."""
-        entry = {"group": name, "from": counts[name], "to": value}
-        counts[name] = value
-        return entry
-
-    def build(self, model: tf_keras.Model, counts: Mapping[str, int]) -> tf_keras.Model:
-        """The model the search's state describes, built from `model`."""
-        return prune_to_counts(model, {g: k for g, k in counts.items() if k < self.sizes[g]}, self.scores, self.cgraph)
-
-    def sparsities(self) -> dict[str, float]:
-        return {}
-
-    def sparsity_report(self, model: tf_keras.Model, counts: Mapping[str, int]) -> dict[str, Any] | None:
-        return None
-
-    def _thinner(self, counts: Mapping[str, int], group: str, aim: float) -> int:
-        """The group's count after one proposal: `step` of its original width fewer (at least one
-        channel multiple), not below its floor, and no further than the aim needs."""
-        multiple = self.config.channel_multiple
-        cut = max(multiple, int(round(self.config.step * self.sizes[group] / multiple)) * multiple)
-        kept = max(self.floors[group], counts[group] - cut)
-        while kept + multiple < counts[group] and self.estimate({**counts, group: kept + multiple}) <= aim:
-            kept += multiple  # the last step: stop at the budget, not past it
-        return kept
-
-    def run(self, counts: dict[str, int], aim: float, history: list[dict[str, Any]]) -> dict[str, int]:
-        """Greedy steps until the estimate is <= aim: each thins the group whose proposal costs
-        the least validation loss per unit of estimated cost saved."""
-        counts = dict(counts)
-        while (now := self.estimate(counts)) > aim + 1e-9:
-            current_loss = self._score(counts)[0]
-            proposals = []
-            for group in self.groups:
-                interrupts.raise_if_requested()
-                kept = self._thinner(counts, group, aim)
-                if kept >= counts[group]:
-                    continue  # at its floor
-                proposal = {**counts, group: kept}
-                cost = self.estimate(proposal)
-                if cost >= now:
-                    continue  # thinning this group saves nothing measurable
-                loss, accuracy = self._score(proposal)
-                proposals.append(((loss - current_loss) / (now - cost), group, kept, cost, loss, accuracy))
-            proposals += self.extra_proposals(counts, now, aim, current_loss)
-            if not proposals:
-                raise ValueError(f"the search is stuck at an estimated {now:.1%} of the original: every group is at "
-                                 f"min_keep={self.config.min_keep:g} or saves nothing")  # fmt: skip
-            _, name, value, cost, loss, accuracy = min(proposals)
-            change = self.accept(counts, name, value)
-            history.append({"step": len(history) + 1, **change, "estimated_ratio": cost, "val_loss": loss,
-                            "val_accuracy": accuracy})  # fmt: skip
-            if len(history) % self.config.log_every == 0 or cost <= aim:
-                what = "channels" if "group" in change else "zeros"
-                self.log(f"  step {len(history)}: {change.get('group') or change['layer']} {change['from']:g} -> {value:g} "
-                         f"{what}; estimated "
-                         f"{cost:.1%}, validation loss {loss:.4f}, accuracy {100 * accuracy:.2f}% "
-                         f"({len(proposals)} proposals)")  # fmt: skip
-        return counts
-
-    def uniform(self, aim: float) -> dict[str, int]:
-        """One keep ratio for every group: the largest whose estimate is <= aim (bisection)."""
-        def counts_at(ratio: float) -> dict[str, int]:
-            return {g: max(self.floors[g], rounded_count(ratio, self.sizes[g], self.config.channel_multiple))
-                    for g in self.groups}  # fmt: skip
-
-        low, high = self.config.min_keep, 1.0  # estimate(low) <= aim
-        for _ in range(30):
-            middle = (low + high) / 2
-            if self.estimator(counts_at(middle)) <= aim:
-                low = middle
-            else:
-                high = middle
-        counts = counts_at(low)
-        self.log(f"  uniform keep ratio {low:.3f}: estimated {self.estimate(counts):.1%}")
-        return counts
 
 
 # --- Outputs -------------------------------------------------------------------------------

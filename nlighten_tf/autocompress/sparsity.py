@@ -37,7 +37,8 @@ import tf_keras
 from tf_keras import layers
 
 from nlighten_tf import interrupts
-from nlighten_tf.autocompress.search import SPARSE_TARGETS, CostMeter, _Search
+from nlighten_tf.autocompress.greedy import ChannelSearch
+from nlighten_tf.autocompress.measure import SPARSE_TARGETS, CostMeter
 from nlighten_tf.export import targets as targets_lib
 from nlighten_tf.keras_utils import copy_model
 from nlighten_tf.optimize import prune, training, weight_stats
@@ -137,7 +138,7 @@ class ByteModel:
             f"of the file, the model predicted {1.0 - predicted:.1%} (savings scaled by {self.scale:.3f})")  # fmt: skip
 
 
-class SparsitySearch(_Search):
+class SparsitySearch(ChannelSearch):
     """The channel search plus, per kernel, proposals to the next paying sparsity level; and
     `method="uniform_sparsity"`: one sparsity for every prunable kernel, channels whole."""
 
