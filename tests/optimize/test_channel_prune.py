@@ -103,7 +103,7 @@ def test_residual_and_excite_groups_keep_the_same_channels_on_every_branch(name)
     for group in joined:
         for producer in group.producers:  # every branch keeps exactly the group's channels
             original = model.get_layer(producer).kernel.numpy()
-            in_idx = channel_groups._indices(cgraph.inputs[producer][0], keep)
+            in_idx = channel_groups.segment_indices(cgraph.inputs[producer][0], keep)
             expected = original[:, :, in_idx][..., keep[group.name]]
             np.testing.assert_array_equal(pruned.get_layer(producer).kernel.numpy(), expected)
     for layer in pruned.layers:
