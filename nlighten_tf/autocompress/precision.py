@@ -117,13 +117,13 @@ class PrecisionPass:
         float_tflite, calibration, ops = self._files(model)
         int8 = litert_backend.quantize_ops(float_tflite, self.target, calibration, {})
         chosen, count = int8, 0
+        int8_outputs = fidelity.tflite_outputs(int8, self.images)  # the reference of every op's noise, and reported
         if len(int8) > limit_bytes:
             self.log(f"  precision: the int8 file is {len(int8):,} bytes, the budget {limit_bytes:,.0f}: scoring "
                      f"{len(ops)} ops at int4 weights on {len(self.images)} validation images")  # fmt: skip
-            reference = fidelity.tflite_outputs(int8, self.images)
             for row in ops:
                 demoted = litert_backend.quantize_ops(float_tflite, self.target, calibration, {row["scope"]: "int4"})
-                snr = fidelity.compare(reference, fidelity.tflite_outputs(demoted, self.images))["snr_db"]
+                snr = fidelity.compare(int8_outputs, fidelity.tflite_outputs(demoted, self.images))["snr_db"]
                 row["saved_bytes"] = len(int8) - len(demoted)
                 row["output_nsr"] = 0.0 if not np.isfinite(snr) else float(10.0 ** (-snr / 10.0))
             ops.sort(key=lambda r: r["output_nsr"] / max(r["saved_bytes"], 1))
@@ -138,7 +138,7 @@ class PrecisionPass:
         for index, row in enumerate(ops):
             row["precision"] = "int4" if index < count else "int8"
         float_outputs = fidelity.tflite_outputs(float_tflite, self.images)
-        int8_outputs, final_outputs = fidelity.tflite_outputs(int8, self.images), fidelity.tflite_outputs(chosen, self.images)
+        final_outputs = fidelity.tflite_outputs(chosen, self.images)
         report = {
             "target": self.target, "eligible_ops": len(ops), "int4_ops": count, "int8_bytes": len(int8),
             "final_bytes": len(chosen), "limit_bytes": limit_bytes, "fits": len(chosen) <= limit_bytes,
