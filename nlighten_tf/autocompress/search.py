@@ -358,9 +358,7 @@ def _autocompress(model, config, train, validation, train_config, workdir, log, 
                 tuned, _ = training.fit(candidate, train, base, callbacks=[*keeping, *callbacks], prepare=prepare)
         if levels:
             tuned = sparsity.strip(tuned, levels)
-        for layer in tuned.layers:  # copies of the frozen layers (a TFMOT wrapper's clone) train again too
-            if layer.name in frozen:
-                layer.trainable = True
+        training.thaw_layers(tuned, frozen)  # copies of the frozen layers (a TFMOT wrapper's clone)
         if config.bn_recalibration_batches:  # a short fine-tune leaves the moving statistics stale
             training.recalibrate_batch_norm(tuned, train, config.bn_recalibration_batches)
     flatbuffer_path = workdir / "final.tflite"

@@ -65,10 +65,7 @@ def distill(
             student, teacher, train, dataclasses.replace(config, alpha=0.0), train_config,
             callbacks=callbacks, strategy=strategy, prepare=prepare,
         )  # fmt: skip
-    trained_layers = {layer.name: layer for layer in result.model.layers}
-    for name in frozen:  # the same layers, or their copies in a wrapped model (prepare)
-        if name in trained_layers:
-            trained_layers[name].trainable = True
+    training.thaw_layers(result.model, frozen)  # their copies in a wrapped model (prepare)
     return result
 
 

@@ -274,6 +274,15 @@ def frozen_batch_norm(model: tf_keras.Model) -> Iterator[list[str]]:
             model.get_layer(name).trainable = True
 
 
+def thaw_layers(model: tf_keras.Model, names: Sequence[str]) -> None:
+    """Makes the layers of `model` named in `names` trainable: the copies of layers
+    `frozen_batch_norm` froze, in a model trained inside it and rebuilt (a TFMOT wrapper's clone,
+    a stripped model), which the block's own restore does not reach."""
+    for layer in model.layers:
+        if layer.name in names:
+            layer.trainable = True
+
+
 def recalibrate_batch_norm(model: tf_keras.Model, data: tf.data.Dataset, batches: int) -> None:
     """Replaces every BatchNorm's moving mean/variance, in place, by their average over the
     first `batches` batches of `data` (a forward pass in training mode; weights unchanged).

@@ -1,7 +1,9 @@
 """`training.frozen_batch_norm`: a fine-tune inside the block leaves every BatchNorm's moving
-statistics and scale/offset as they were while the other weights train; after it they train again."""
+statistics and scale/offset as they were while the other weights train; after it they train again,
+and `thaw_layers` does the same for a copy rebuilt inside the block."""
 
 import numpy as np
+import tf_keras
 
 from nlighten_tf.optimize import training
 from tests.optimize.conftest import digits, quick, tiny_lite
@@ -19,6 +21,10 @@ def test_batch_norm_is_fixed_inside_the_block_and_trains_again_after():
         assert sorted(frozen) == sorted(layer.name for layer in norms)
         assert not any(layer.trainable for layer in norms)
         training.fit(model, train, quick(epochs=1))
+        copy = tf_keras.models.clone_model(model)  # a rebuilt model (as a TFMOT wrapper makes) copies the flags
+    assert not any(layer.trainable for layer in copy.layers if layer.name in frozen)
+    training.thaw_layers(copy, frozen)
+    assert all(layer.trainable for layer in copy.layers if layer.name in frozen)
     for layer, weights in zip(norms, before_norms, strict=True):
         for now, then in zip(layer.get_weights(), weights, strict=True):
             np.testing.assert_array_equal(now, then, err_msg=layer.name)  # moving mean/variance, gamma, beta
